@@ -1,0 +1,64 @@
+"""Plain-dict checkpoints and atomic file writes.
+
+A checkpoint holds only tensors, numbers, strings, lists and dicts, so it loads with
+torch.load(path, weights_only=True) on any device. Every file is written to a temporary name in
+the same folder and renamed over the target, so a reader never sees half a file and a crash never
+destroys the previous good copy.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import LstmcastError
+
+FORMAT_VERSION = 1
+BEST, LAST = "model.pt", "last.pt"
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
+    buffer = io.BytesIO()
+    torch.save({"format_version": FORMAT_VERSION, **payload}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint onto the CPU, whatever device it was trained on."""
+    path = Path(path)
+    if not path.is_file():
+        raise LstmcastError(f"{path}: checkpoint not found; is this a run directory made by "
+                            f"'lstmcast train'?")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file
+        raise LstmcastError(f"{path}: not a readable lstmcast checkpoint ({type(exc).__name__})") from None
+    version = payload.get("format_version") if isinstance(payload, dict) else None
+    if version != FORMAT_VERSION:
+        raise LstmcastError(f"{path}: checkpoint format {version!r} is not supported by this "
+                            f"lstmcast (format {FORMAT_VERSION}); retrain or use a matching version")
+    return payload

@@ -1,0 +1,218 @@
+"""The command line. The only module that imports typer or rich.
+
+User errors (LstmcastError) -> one line on stderr, exit 2. Ctrl-C -> exit 130. Anything else is a
+bug: traceback, exit 1. On a terminal progress is drawn with rich; otherwise (cron, pipes) plain
+lines go to stderr and nothing is animated.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+
+from . import __version__
+from .config import Config, config_from_dict, load_config, parse_set
+from .errors import LstmcastError
+from .evaluate import evaluate as evaluate_run
+from .predict import predict as predict_run
+from .train import EpochEnd, Step, TrainStart
+from .train import train as train_run
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train stacked-LSTM forecasters on CSV files, forecast and evaluate them.")
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"lstmcast: error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def _guard(action):
+    """Run a command body, mapping user errors to exit 2 and Ctrl-C to exit 130."""
+    try:
+        return action()
+    except LstmcastError as exc:
+        _fail(str(exc), 2)
+    except KeyboardInterrupt:
+        _fail("interrupted; a run directory can be continued with 'lstmcast train ... --resume'", 130)
+
+
+class Reporter:
+    """Renders training events: rich progress on a terminal, plain stderr lines otherwise."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.console = Console(stderr=True)
+        self.tty = self.console.is_terminal
+        self.progress: Progress | None = None
+        self.epochs_task = self.steps_task = None
+
+    def info(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.progress is not None:
+            self.progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def __call__(self, event) -> None:
+        if self.quiet:
+            return
+        if isinstance(event, TrainStart):
+            resumed = f", resuming at epoch {event.first_epoch}" if event.first_epoch > 1 else ""
+            self.info(f"device {event.device}, precision {event.precision}; {event.n_series} series, "
+                      f"{event.n_windows} training windows, {event.parameters} parameters{resumed}")
+            if self.tty:
+                self.progress = Progress(
+                    TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[losses]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=self.console, transient=True)
+                self.progress.start()
+                self.epochs_task = self.progress.add_task("epochs", total=event.epochs,
+                                                          completed=event.first_epoch - 1, losses="")
+                self.steps_task = self.progress.add_task("steps", total=event.steps_per_epoch,
+                                                         losses="")
+        elif isinstance(event, Step) and self.progress is not None:
+            fields = {"losses": f"train {event.loss:.4f}"} if event.loss is not None else {}
+            self.progress.update(self.steps_task, completed=event.step,
+                                 description=f"epoch {event.epoch}", **fields)
+        elif isinstance(event, EpochEnd):
+            mark = "  best" if event.improved else ""
+            self.info(f"epoch {event.epoch}/{event.epochs} train_loss={event.train_loss:.5f} "
+                      f"val_loss={event.val_loss:.5f} lr={event.lr:.3g} "
+                      f"time={event.seconds:.1f}s{mark}")
+            if self.progress is not None:
+                self.progress.update(self.epochs_task, completed=event.epoch,
+                                     losses=f"val {event.val_loss:.4f}")
+                self.progress.reset(self.steps_task)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def table(self, title: str, metrics: dict[str, dict[str, float]], stdout: bool = False) -> None:
+        """Model and baselines side by side: one row per forecaster, one column per metric."""
+        if self.quiet:
+            return
+        table = Table(title=title)
+        names = list(next(iter(metrics.values())))
+        table.add_column("forecaster")
+        for name in names:
+            table.add_column(name, justify="right")
+        for who, values in metrics.items():
+            table.add_row(who, *(f"{values[n]:.4g}" for n in names))
+        Console(file=sys.stdout if stdout else sys.stderr).print(table)
+
+
+def _build_config(config_file: Optional[Path], sets: Optional[List[str]], base: Config | None,
+                  **options) -> Config:
+    """YAML file, then the named options, then --set: later wins."""
+    names = {"id_col": "data.id_col", "time_col": "data.time_col", "target": "data.target",
+             "horizon": "data.horizon", "lookback": "data.lookback", "device": "train.device",
+             "seed": "train.seed"}
+    overrides = {names[k]: v for k, v in options.items() if v is not None}
+    overrides.update(parse_set(sets or []))
+    return load_config(config_file, overrides, base=base)
+
+
+def _saved_config(run_dir: Path) -> Config | None:
+    path = run_dir / "config.yaml"
+    return config_from_dict(yaml.safe_load(path.read_text())) if path.is_file() else None
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(..., help="CSV file: long (id, time, value) or wide (--target a,b,c)."),
+    out: Path = typer.Option(..., "--out", help="Run directory to write."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML config file."),
+    id_col: Optional[str] = typer.Option(None, "--id-col", help="Series id column (default unique_id)."),
+    time_col: Optional[str] = typer.Option(None, "--time-col", help="Timestamp column (default ds, or detected)."),
+    target: Optional[str] = typer.Option(None, "--target", help="Value column, or a comma list for a wide file."),
+    horizon: Optional[int] = typer.Option(None, "--horizon", help="Steps to forecast."),
+    lookback: Optional[int] = typer.Option(None, "--lookback", help="Input window length (default 3 x horizon)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Config override key=value, repeatable."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto|cpu|cuda|mps."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from last.pt."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory once the new run is done."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
+) -> None:
+    """Train a forecaster on DATA and write a run directory."""
+    reporter = Reporter(quiet)
+
+    def body():
+        base = _saved_config(out) if resume else None
+        targets = [t.strip() for t in target.split(",") if t.strip()] if target else None
+        cfg = _build_config(config, set_, base, id_col=id_col, time_col=time_col, target=targets,
+                            horizon=horizon, lookback=lookback, device=device, seed=seed)
+        try:
+            result = train_run(data, out, cfg, resume=resume, overwrite=overwrite,
+                               on_event=reporter)
+        finally:
+            reporter.close()
+        reporter.table(f"validation (last {result.metrics['horizon']} points per series)",
+                       result.metrics["validation"])
+        reporter.info(f"best epoch {result.best_epoch} of {result.epochs_run} "
+                      f"(val_loss {result.best_val_loss:.5f}); run written to {result.run_dir}")
+
+    _guard(body)
+
+
+@app.command()
+def predict(
+    data: Path = typer.Argument(..., help="CSV with the history to forecast from."),
+    model: Path = typer.Option(..., "--model", help="Run directory made by 'lstmcast train'."),
+    out: Path = typer.Option(..., "--out", help="Forecasts CSV to write."),
+    horizon: Optional[int] = typer.Option(None, "--horizon", help="Steps to forecast (at most the trained horizon)."),
+    device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|mps."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
+) -> None:
+    """Forecast past the end of every series in DATA."""
+    def body():
+        frame = predict_run(data, model, out, horizon=horizon, device=device)
+        if not quiet:
+            n_series = frame.iloc[:, 0].nunique()
+            print(f"wrote {len(frame)} forecasts ({n_series} series x {len(frame) // n_series} "
+                  f"steps) to {out}", file=sys.stderr)
+
+    _guard(body)
+
+
+@app.command()
+def evaluate(
+    data: Path = typer.Argument(..., help="CSV; the last horizon points of each series are held out."),
+    model: Path = typer.Option(..., "--model", help="Run directory made by 'lstmcast train'."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics as JSON here."),
+    season: Optional[int] = typer.Option(None, "--season-length", help="Seasonal period for seasonal naive and MASE (default from the frequency)."),
+    device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|mps."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
+) -> None:
+    """Score the model on held-out data against naive and seasonal-naive baselines."""
+    def body():
+        result = evaluate_run(data, model, out, device=device, season=season)
+        reporter = Reporter(quiet)
+        reporter.table(f"{result['n_series']} series, last {result['horizon']} points held out, "
+                       f"season length {result['season_length']}", result["metrics"], stdout=True)
+        if out is not None:
+            reporter.info(f"metrics written to {out}")
+
+    _guard(body)
+
+
+@app.command()
+def version() -> None:
+    """Print the lstmcast version."""
+    print(__version__)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,178 @@
+"""Typed, frozen configuration: defaults, then a YAML file, then `--set key=value` overrides.
+
+Every key lives in one of three sections (data / model / train). Unknown keys and bad values are
+LstmcastError naming the key and what is allowed, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import LstmcastError
+
+
+def _key(default: Any, *, choices: tuple | None = None, minimum: float | None = None,
+         maximum: float | None = None, nullable: bool = False, kind: type | None = None):
+    """A config field with its validation rules kept next to its default."""
+    meta = {"choices": choices, "minimum": minimum, "maximum": maximum, "nullable": nullable,
+            "kind": kind if kind is not None else type(default)}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    id_col: str | None = _key(None, nullable=True, kind=str)
+    time_col: str | None = _key(None, nullable=True, kind=str)
+    target: list | None = _key(None, nullable=True, kind=list)
+    horizon: int = _key(12, minimum=1)
+    lookback: int | None = _key(None, minimum=1, nullable=True, kind=int)
+    fill: str = _key("error", choices=("error", "ffill", "interpolate", "zero"))
+    scaling: str = _key("standard", choices=("standard", "robust", "minmax", "none"))
+
+    @property
+    def resolved_lookback(self) -> int:
+        return self.lookback if self.lookback is not None else 3 * self.horizon
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden_size: int = _key(64, minimum=1)
+    layers: int = _key(2, minimum=1)
+    dropout: float = _key(0.1, minimum=0.0, maximum=0.95)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = _key(100, minimum=1)
+    batch_size: int = _key(64, minimum=1)
+    lr: float = _key(1e-3, minimum=0.0)
+    weight_decay: float = _key(1e-4, minimum=0.0)
+    clip: float = _key(1.0, minimum=0.0)
+    patience: int = _key(10, minimum=1)
+    lr_patience: int = _key(3, minimum=0)
+    lr_factor: float = _key(0.5, minimum=0.0, maximum=1.0)
+    loss: str = _key("mse", choices=("mse", "mae", "huber"))
+    precision: str = _key("auto", choices=("auto", "fp32", "bf16"))
+    device: str = _key("auto", choices=("auto", "cpu", "cuda", "mps"))
+    seed: int = _key(0, minimum=0)
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def _check_value(key: str, f: dataclasses.Field, value: Any) -> Any:
+    """Validate one value against its field's rules; return it in its canonical type."""
+    meta = f.metadata
+    if value is None:
+        if meta["nullable"]:
+            return None
+        raise LstmcastError(f"config key '{key}' cannot be null")
+    kind = meta["kind"]
+    if kind is list and isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise LstmcastError(f"config key '{key}' must be {kind.__name__}, got {value!r}")
+    if meta["choices"] is not None and value not in meta["choices"]:
+        allowed = "|".join(meta["choices"])
+        raise LstmcastError(f"config key '{key}' must be one of {allowed}, got {value!r}")
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        raise LstmcastError(f"config key '{key}' must be >= {meta['minimum']}, got {value!r}")
+    if meta["maximum"] is not None and value > meta["maximum"]:
+        raise LstmcastError(f"config key '{key}' must be <= {meta['maximum']}, got {value!r}")
+    return value
+
+
+def _apply(config: Config, updates: dict[str, Any], source: str) -> Config:
+    """Return config with dotted-key updates applied, each checked."""
+    sections = {name: dataclasses.asdict(getattr(config, name)) for name in _SECTIONS}
+    for key, value in updates.items():
+        section, _, name = key.partition(".")
+        if section not in _SECTIONS or not name:
+            raise LstmcastError(f"{source}: unknown config key '{key}' "
+                                f"(keys look like data.horizon, model.layers, train.epochs)")
+        fields = {f.name: f for f in dataclasses.fields(_SECTIONS[section])}
+        if name not in fields:
+            raise LstmcastError(f"{source}: unknown config key '{key}'; "
+                                f"{section} keys are: {', '.join(fields)}")
+        sections[section][name] = _check_value(key, fields[name], value)
+    return Config(**{name: cls(**sections[name]) for name, cls in _SECTIONS.items()})
+
+
+def _flatten(tree: dict, source: str) -> dict[str, Any]:
+    flat = {}
+    for section, values in tree.items():
+        if section not in _SECTIONS:
+            raise LstmcastError(f"{source}: unknown config section '{section}' "
+                                f"(allowed: {', '.join(_SECTIONS)})")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise LstmcastError(f"{source}: section '{section}' must be a mapping of keys")
+        for name, value in values.items():
+            flat[f"{section}.{name}"] = value
+    return flat
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`--set a.b=value` strings -> {"a.b": value}; values are read as YAML scalars."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise LstmcastError(f"--set '{item}': expected key=value, e.g. --set train.epochs=3")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                base: Config | None = None) -> Config:
+    """Defaults (or `base`), then the YAML file at `path`, then `overrides` (dotted keys)."""
+    config = base if base is not None else Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise LstmcastError(f"{path}: config file not found")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            line = getattr(getattr(exc, "problem_mark", None), "line", None)
+            where = f" line {line + 1}" if line is not None else ""
+            raise LstmcastError(f"{path}{where}: not valid YAML; fix the syntax") from None
+        if not isinstance(tree, dict):
+            raise LstmcastError(f"{path}: expected a mapping with data/model/train sections")
+        config = _apply(config, _flatten(tree, str(path)), str(path))
+    if overrides:
+        config = _apply(config, overrides, "--set")
+    return config
+
+
+def config_from_dict(tree: dict) -> Config:
+    """Rebuild a Config saved with to_dict() (from a checkpoint or config.yaml)."""
+    return _apply(Config(), _flatten(tree, "saved config"), "saved config")

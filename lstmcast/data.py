@@ -1,0 +1,319 @@
+"""CSV -> validated series on a regular time grid.
+
+Every problem a user can fix is a LstmcastError naming the file, the line (1-based, the header
+is line 1), the column and what to do. Nothing here writes files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pandas.tseries.frequencies import to_offset
+
+from .errors import LstmcastError
+
+FILL_POLICIES = ("error", "ffill", "interpolate", "zero")
+DEFAULT_ID, DEFAULT_TIME, DEFAULT_TARGET = "unique_id", "ds", "y"
+
+
+@dataclass(frozen=True)
+class Columns:
+    """How the user's file maps onto (series id, time, value)."""
+
+    id_col: str            # name of the id column in outputs ("unique_id" when the file has none)
+    time_col: str
+    targets: tuple[str, ...]
+    id_in_input: bool      # False: one series per target column (single-series or wide file)
+
+    def to_dict(self) -> dict:
+        return {"id_col": self.id_col, "time_col": self.time_col, "targets": list(self.targets),
+                "id_in_input": self.id_in_input}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Columns:
+        return cls(d["id_col"], d["time_col"], tuple(d["targets"]), bool(d["id_in_input"]))
+
+
+@dataclass
+class SeriesSet:
+    """Series on one regular grid: values[i] is float64, one value per step from starts[i]."""
+
+    columns: Columns
+    freq: str
+    ids: list[str]
+    starts: list[pd.Timestamp]
+    values: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def lengths(self) -> np.ndarray:
+        return np.array([len(v) for v in self.values], dtype=np.int64)
+
+    def last_time(self, i: int) -> pd.Timestamp:
+        return self.starts[i] + (len(self.values[i]) - 1) * to_offset(self.freq)
+
+    def future_times(self, i: int, steps: int) -> pd.DatetimeIndex:
+        return pd.date_range(self.last_time(i), periods=steps + 1, freq=self.freq)[1:]
+
+    def head(self, drop_last: int) -> SeriesSet:
+        """The same series without their last `drop_last` points (for hold-out evaluation)."""
+        return SeriesSet(self.columns, self.freq, list(self.ids), list(self.starts),
+                         [v[: len(v) - drop_last] for v in self.values])
+
+
+def _line(index: int) -> int:
+    """DataFrame row index -> 1-based line number in the file (line 1 is the header)."""
+    return int(index) + 2
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    if not path.exists():
+        raise LstmcastError(f"{path}: file not found")
+    if not path.is_file():
+        raise LstmcastError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise LstmcastError(f"{path}: file is empty; expected a CSV with a header row")
+    try:
+        frame = pd.read_csv(path, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise LstmcastError(f"{path}: file is empty; expected a CSV with a header row") from None
+    except pd.errors.ParserError as exc:
+        raise LstmcastError(f"{path}: not a readable CSV ({str(exc).strip()})") from None
+    except UnicodeDecodeError:
+        raise LstmcastError(f"{path}: not a text CSV file (encoding is not UTF-8)") from None
+    if frame.empty:
+        raise LstmcastError(f"{path}: no data rows below the header")
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def _require(path: Path, frame: pd.DataFrame, name: str, option: str) -> None:
+    if name not in frame.columns:
+        raise LstmcastError(f"{path}: column '{name}' not found (columns: {', '.join(frame.columns)}); "
+                            f"pass {option} with one of them")
+
+
+def _looks_like_time(column: pd.Series) -> bool:
+    if pd.api.types.is_datetime64_any_dtype(column):
+        return True
+    if not (pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column)):
+        return False
+    sample = column.dropna().astype(str).head(20)
+    if sample.empty:
+        return False
+    parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
+    return bool(parsed.notna().all())
+
+
+def resolve_columns(path: Path, frame: pd.DataFrame, id_col: str | None, time_col: str | None,
+                    target: list[str] | None) -> Columns:
+    """Pick the id, time and target columns: explicit names, then defaults, then detection."""
+    if id_col is not None:
+        _require(path, frame, id_col, "--id-col")
+    elif DEFAULT_ID in frame.columns and not (target and len(target) > 1):
+        id_col = DEFAULT_ID
+    for name in target or []:
+        _require(path, frame, name, "--target")
+    taken = {id_col, *(target or [])}
+
+    if time_col is not None:
+        _require(path, frame, time_col, "--time-col")
+    elif DEFAULT_TIME in frame.columns:
+        time_col = DEFAULT_TIME
+    else:
+        found = [c for c in frame.columns if c not in taken and _looks_like_time(frame[c])]
+        if not found:
+            raise LstmcastError(f"{path}: no timestamp column found (columns: "
+                                f"{', '.join(frame.columns)}); pass --time-col")
+        if len(found) > 1:
+            raise LstmcastError(f"{path}: several timestamp-like columns ({', '.join(found)}); "
+                                f"pass --time-col with one of them")
+        time_col = found[0]
+
+    if not target:
+        if DEFAULT_TARGET in frame.columns and DEFAULT_TARGET not in (id_col, time_col):
+            target = [DEFAULT_TARGET]
+        else:
+            numeric = [c for c in frame.columns if c not in (id_col, time_col)
+                       and pd.api.types.is_numeric_dtype(frame[c])]
+            if not numeric:
+                raise LstmcastError(f"{path}: no numeric value column found; pass --target")
+            if len(numeric) > 1:
+                raise LstmcastError(f"{path}: several numeric columns ({', '.join(numeric)}); "
+                                    f"pass --target with one (long file) or a comma list (wide file)")
+            target = numeric
+    if len(target) > 1 and id_col is not None:
+        raise LstmcastError(f"{path}: --target with several columns makes each column a series "
+                            f"(wide file), which cannot be combined with the id column '{id_col}'")
+    if time_col in target or (id_col is not None and (id_col == time_col or id_col in target)):
+        raise LstmcastError(f"{path}: the id, time and target columns must be different columns")
+    return Columns(id_col or DEFAULT_ID, time_col, tuple(target), id_col is not None)
+
+
+def _parse_times(path: Path, frame: pd.DataFrame, time_col: str) -> pd.Series:
+    raw = frame[time_col]
+    empty = raw.isna()
+    if empty.any():
+        raise LstmcastError(f"{path} line {_line(raw.index[empty][0])}, column '{time_col}': "
+                            f"empty timestamp; every row needs one")
+    try:
+        times = pd.to_datetime(raw, errors="coerce")
+        if times.isna().any():  # one format per file is the norm; allow ISO variants too
+            times = pd.to_datetime(raw, errors="coerce", format="ISO8601")
+    except (ValueError, TypeError) as exc:
+        raise LstmcastError(f"{path}, column '{time_col}': cannot read timestamps ({exc}); "
+                            f"use one format and one time zone") from None
+    bad = times.isna()
+    if bad.any():
+        row = raw.index[bad][0]
+        raise LstmcastError(f"{path} line {_line(row)}, column '{time_col}': cannot parse "
+                            f"{str(raw[row])!r} as a timestamp; use e.g. 2024-01-31 or 2024-01-31 13:00")
+    return times
+
+
+def _parse_values(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
+    raw = frame[column]
+    values = raw if pd.api.types.is_numeric_dtype(raw) else pd.to_numeric(raw, errors="coerce")
+    text = raw.astype(str).str.strip()
+    bad = (values.isna() & raw.notna() & (text != "")) | np.isinf(values.astype(float))
+    if bad.any():
+        row = raw.index[bad][0]
+        raise LstmcastError(f"{path} line {_line(row)}, column '{column}': {str(raw[row])!r} is not "
+                            f"a finite number; fix the value or leave the cell empty")
+    if pd.api.types.is_bool_dtype(values):
+        raise LstmcastError(f"{path}, column '{column}': holds true/false values, not numbers")
+    return values.astype(float)
+
+
+def _long_table(path: Path, frame: pd.DataFrame, columns: Columns) -> pd.DataFrame:
+    """(id, time, value, line) rows, one per observation, in file order."""
+    times = _parse_times(path, frame, columns.time_col)
+    parts = []
+    for target in columns.targets:
+        if columns.id_in_input:
+            ids = frame[columns.id_col].astype(str).str.strip()
+            missing = frame[columns.id_col].isna()
+            if missing.any():
+                raise LstmcastError(f"{path} line {_line(frame.index[missing][0])}, column "
+                                    f"'{columns.id_col}': empty series id; every row needs one")
+        else:
+            ids = pd.Series(target, index=frame.index)
+        parts.append(pd.DataFrame({"id": ids, "time": times,
+                                   "value": _parse_values(path, frame, target),
+                                   "line": frame.index.to_numpy() + 2}))
+    table = pd.concat(parts, ignore_index=True)
+    dup = table.duplicated(["id", "time"], keep=False)
+    if dup.any():
+        rows = table[dup].sort_values(["id", "time", "line"])
+        first, second = rows.iloc[0], rows.iloc[1]
+        raise LstmcastError(f"{path} line {second['line']}: duplicate row for series "
+                            f"'{second['id']}' at {second['time']} (first at line {first['line']}); "
+                            f"keep one row per series and timestamp")
+    return table
+
+
+_CALENDAR = ["MS", "ME", "QS-JAN", "QS-FEB", "QS-MAR", "QE-JAN", "QE-FEB", "QE-MAR",
+             "YS", "YE", "W-SUN", "W-MON", "W-TUE", "W-WED", "W-THU", "W-FRI", "W-SAT", "B"]
+
+
+def _on_grid(times: pd.DatetimeIndex, freq: str) -> bool:
+    grid = pd.date_range(times[0], times[-1], freq=freq)
+    return len(grid) > 0 and grid[0] == times[0] and bool(times.isin(grid).all())
+
+
+def _freq_name(freq: str) -> str:
+    return to_offset(freq).freqstr
+
+
+def infer_frequency(path: Path, groups: dict[str, pd.DatetimeIndex], expected: str | None) -> str:
+    """One frequency for the whole file, checked against every series.
+
+    Series long enough and without gaps name their own frequency; they must all agree. The
+    others (short, or with gaps) must sit on that grid. `expected` (the trained frequency at
+    predict time) must match what the file shows.
+    """
+    inferred: dict[str, str] = {}
+    for sid, times in groups.items():
+        if len(times) >= 3:
+            freq = pd.infer_freq(times)
+            if freq is not None:
+                inferred[sid] = _freq_name(freq)
+    distinct = list(dict.fromkeys(inferred.values()))
+    if len(distinct) > 1:
+        a = next(s for s, f in inferred.items() if f == distinct[0])
+        b = next(s for s, f in inferred.items() if f == distinct[1])
+        raise LstmcastError(f"{path}: mixed frequencies: series '{a}' is '{distinct[0]}' but series "
+                            f"'{b}' is '{distinct[1]}'; put series of one frequency in one file")
+    if expected is not None:
+        candidates = [_freq_name(expected)]
+        if distinct and distinct[0] != candidates[0]:
+            raise LstmcastError(f"{path}: the data has frequency '{distinct[0]}' but the model was "
+                                f"trained on '{candidates[0]}' data; use data of the trained frequency")
+    elif distinct:
+        candidates = distinct
+    else:
+        diffs = [t[1:] - t[:-1] for t in groups.values() if len(t) > 1]
+        if not diffs:
+            raise LstmcastError(f"{path}: every series has a single timestamp, so the frequency "
+                                f"cannot be inferred; give each series at least 3 rows")
+        step = min(d.min() for d in diffs)
+        candidates = [_freq_name(to_offset(step))] + _CALENDAR
+    for freq in candidates:
+        if all(_on_grid(times, freq) for times in groups.values()):
+            return freq
+    sid, times = next((s, t) for s, t in groups.items() if not _on_grid(t, candidates[0]))
+    raise LstmcastError(f"{path}: series '{sid}' has timestamps off the '{candidates[0]}' grid "
+                        f"(from {times[0]}); the rows need one regular frequency")
+
+
+def _regularise(path: Path, table: pd.DataFrame, freq: str, fill: str
+                ) -> tuple[list[str], list[pd.Timestamp], list[np.ndarray]]:
+    ids, starts, values = [], [], []
+    gaps = empties = 0
+    first_problem = None
+    for sid, rows in table.groupby("id", sort=False):
+        rows = rows.sort_values("time")
+        grid = pd.date_range(rows["time"].iloc[0], rows["time"].iloc[-1], freq=freq)
+        series = pd.Series(rows["value"].to_numpy(), index=pd.DatetimeIndex(rows["time"]))
+        series = series.reindex(grid)
+        missing = series.isna()
+        if missing.all():
+            raise LstmcastError(f"{path}: series '{sid}' has no values; remove it or fill it in")
+        n_gaps = len(grid) - len(rows)
+        gaps += n_gaps
+        empties += int(missing.sum()) - n_gaps
+        if missing.any() and first_problem is None:
+            first_problem = f"series '{sid}' at {grid[missing.to_numpy()][0]}"
+        if fill == "ffill":
+            series = series.ffill().bfill()
+        elif fill == "interpolate":
+            series = series.interpolate(limit_direction="both")
+        elif fill == "zero":
+            series = series.fillna(0.0)
+        ids.append(str(sid))
+        starts.append(grid[0])
+        values.append(series.to_numpy(dtype=np.float64))
+    if fill == "error" and (gaps or empties):
+        raise LstmcastError(f"{path}: {gaps} missing timestamps and {empties} empty values "
+                            f"(first: {first_problem}); choose a policy with "
+                            f"--set data.fill=ffill|interpolate|zero")
+    return ids, starts, values
+
+
+def read_series(path: str | Path, *, id_col: str | None = None, time_col: str | None = None,
+                target: list[str] | None = None, fill: str = "error",
+                expected_freq: str | None = None) -> SeriesSet:
+    """Read and validate a long or wide CSV into a SeriesSet (see the README's CSV contract)."""
+    path = Path(path)
+    frame = _read_frame(path)
+    columns = resolve_columns(path, frame, id_col, time_col, list(target) if target else None)
+    table = _long_table(path, frame, columns)
+    groups = {sid: pd.DatetimeIndex(rows["time"]).sort_values()
+              for sid, rows in table.groupby("id", sort=False)}
+    freq = infer_frequency(path, groups, expected_freq)
+    ids, starts, values = _regularise(path, table, freq, fill)
+    return SeriesSet(columns, freq, ids, starts, values)

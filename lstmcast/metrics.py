@@ -1,0 +1,89 @@
+"""Point-forecast metrics and the naive baselines every forecast is compared against.
+
+Arrays are (n_series, horizon); histories are the per-series values before the forecast origin.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pandas.tseries.frequencies import to_offset
+
+
+def season_length(freq: str) -> int:
+    """The usual seasonal period for a pandas frequency (1 when there is none)."""
+    offset = to_offset(freq)
+    name = offset.name.split("-")[0]
+    if name in ("MS", "ME", "M", "BMS", "BME", "SMS", "SME"):
+        return 12 // offset.n if 12 % offset.n == 0 else 1
+    if name.startswith("Q") or name.startswith("BQ"):
+        return 4
+    if name.startswith("W"):
+        return 52
+    if name in ("B", "C"):
+        return 5
+    try:
+        period = pd.Timedelta(offset)
+    except (ValueError, TypeError):
+        return 1
+    day = pd.Timedelta(days=1)
+    if period < day and day % period == pd.Timedelta(0):
+        return int(day / period)        # hourly -> 24, half-hourly -> 48
+    if period == day:
+        return 7
+    return 1
+
+
+def naive(histories: list[np.ndarray], horizon: int) -> np.ndarray:
+    """Repeat the last observed value."""
+    return np.stack([np.full(horizon, h[-1], dtype=np.float64) for h in histories])
+
+
+def seasonal_naive(histories: list[np.ndarray], horizon: int, season: int) -> np.ndarray:
+    """Repeat the last full season; series shorter than a season fall back to naive."""
+    out = []
+    for h in histories:
+        if season <= 1 or len(h) < season:
+            out.append(np.full(horizon, h[-1], dtype=np.float64))
+        else:
+            last = h[-season:]
+            out.append(np.array([last[k % season] for k in range(horizon)], dtype=np.float64))
+    return np.stack(out)
+
+
+def mase_scale(histories: list[np.ndarray], season: int) -> np.ndarray:
+    """In-sample MAE of the seasonal-naive forecast per series (lag 1 when too short)."""
+    scales = np.full(len(histories), np.nan)
+    for i, h in enumerate(histories):
+        lag = season if len(h) > season else 1
+        if len(h) > lag:
+            scales[i] = np.mean(np.abs(h[lag:] - h[:-lag]))
+    return scales
+
+
+def point_metrics(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE, sMAPE (in percent, 0..200) and MASE over all series and steps.
+
+    sMAPE = mean of 200 |y - f| / (|y| + |f|), counting 0 where both are 0. MASE is the mean over
+    series of MAE / scale, leaving out series whose scale is 0 (a flat history).
+    """
+    error = forecast - actual
+    denom = np.abs(actual) + np.abs(forecast)
+    smape = np.where(denom > 0, 200.0 * np.abs(error) / np.where(denom > 0, denom, 1.0), 0.0)
+    per_series_mae = np.mean(np.abs(error), axis=1)
+    usable = np.isfinite(scale) & (scale > 0)
+    mase = float(np.mean(per_series_mae[usable] / scale[usable])) if usable.any() else float("nan")
+    return {"mae": float(np.mean(np.abs(error))), "rmse": float(np.sqrt(np.mean(error ** 2))),
+            "smape": float(np.mean(smape)), "mase": mase}
+
+
+def compare(actual: np.ndarray, model_forecast: np.ndarray, histories: list[np.ndarray],
+            season: int) -> dict[str, dict[str, float]]:
+    """Metrics for the model and the naive / seasonal-naive baselines on the same points."""
+    horizon = actual.shape[1]
+    scale = mase_scale(histories, season)
+    return {
+        "model": point_metrics(actual, model_forecast, scale),
+        "naive": point_metrics(actual, naive(histories, horizon), scale),
+        "seasonal_naive": point_metrics(actual, seasonal_naive(histories, horizon, season), scale),
+    }

@@ -1,0 +1,100 @@
+"""Forecasts past the end of each series, with the real future timestamps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .checkpoint import BEST, atomic_write_text, load_checkpoint
+from .config import Config, config_from_dict
+from .data import Columns, SeriesSet, read_series
+from .device import autocast_dtype, resolve_device
+from .errors import LstmcastError
+from .model import Forecaster, forecast_windows
+from .scaling import Scaler
+from .windows import SeriesBuffer
+
+
+@dataclass
+class Run:
+    """A trained run, ready to forecast."""
+
+    path: Path
+    model: Forecaster
+    config: Config
+    scaler: Scaler
+    columns: Columns
+    freq: str
+    device: torch.device
+
+    @property
+    def horizon(self) -> int:
+        return self.config.data.horizon
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
+    """Load the best checkpoint of a run directory onto `device` (any device, whatever trained it)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LstmcastError(f"{run_dir}: run directory not found; pass the --out of 'lstmcast train'")
+    payload = load_checkpoint(run_dir / BEST)
+    config = config_from_dict(payload["config"])
+    target = resolve_device(device)
+    model = Forecaster(config.model, config.data.horizon)
+    model.load_state_dict(payload["model"])
+    return Run(run_dir, model.to(target).eval(), config, Scaler.from_dict(payload["scaler"]),
+               Columns.from_dict(payload["columns"]), payload["freq"], target)
+
+
+def read_for_run(run: Run, data_path: str | Path) -> SeriesSet:
+    """Read a CSV with the columns, fill policy and frequency the run was trained with."""
+    cols = run.columns
+    return read_series(data_path, id_col=cols.id_col if cols.id_in_input else None,
+                       time_col=cols.time_col, target=list(cols.targets),
+                       fill=run.config.data.fill, expected_freq=run.freq)
+
+
+def check_horizon(run: Run, horizon: int | None) -> int:
+    if horizon is None:
+        return run.horizon
+    if not 1 <= horizon <= run.horizon:
+        raise LstmcastError(f"--horizon {horizon}: this run was trained for horizon {run.horizon}; "
+                            f"use 1..{run.horizon} or retrain with a longer --horizon")
+    return horizon
+
+
+def forecast(run: Run, series: SeriesSet, horizon: int | None = None) -> np.ndarray:
+    """(n_series, horizon) forecasts in the data's units, from the end of each series."""
+    horizon = check_horizon(run, horizon)
+    loc, scale = run.scaler.for_series(series.ids, series.values)
+    scaled = [(v - l) / s for v, l, s in zip(series.values, loc, scale)]
+    buffer = SeriesBuffer.build(scaled, run.config.data.lookback, run.device)
+    autocast = autocast_dtype(run.config.train.precision, run.device)
+    out = forecast_windows(run.model, buffer.inputs, buffer.forecast_starts(), autocast)
+    out = out.cpu().double().numpy()[:, :horizon]
+    return out * scale[:, None] + loc[:, None]
+
+
+def forecast_frame(run: Run, series: SeriesSet, values: np.ndarray) -> pd.DataFrame:
+    """One row per series and future step: id column, time column, forecast."""
+    horizon = values.shape[1]
+    ids = np.repeat(np.array(series.ids, dtype=object), horizon)
+    times = [t for i in range(len(series)) for t in series.future_times(i, horizon)]
+    return pd.DataFrame({run.columns.id_col: ids, run.columns.time_col: times,
+                         "forecast": values.reshape(-1)})
+
+
+def predict(data_path: str | Path, run_dir: str | Path, out_path: str | Path | None = None, *,
+            horizon: int | None = None, device: str = "cpu") -> pd.DataFrame:
+    """Forecast past the end of every series in `data_path`; write CSV to `out_path` if given."""
+    run = load_run(run_dir, device)
+    check_horizon(run, horizon)
+    series = read_for_run(run, data_path)
+    frame = forecast_frame(run, series, forecast(run, series, horizon))
+    if out_path is not None:
+        atomic_write_text(out_path, frame.to_csv(index=False))
+    return frame

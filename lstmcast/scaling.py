@@ -1,0 +1,59 @@
+"""Per-series scalers: fitted on the training part only, saved as plain numbers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+METHODS = ("standard", "robust", "minmax", "none")
+
+
+def _fit_one(method: str, values: np.ndarray) -> tuple[float, float]:
+    """(loc, scale) so that (x - loc) / scale is the scaled series."""
+    if method == "standard":
+        loc, scale = float(np.mean(values)), float(np.std(values))
+    elif method == "robust":
+        q25, q50, q75 = np.percentile(values, [25, 50, 75])
+        loc, scale = float(q50), float(q75 - q25)
+    elif method == "minmax":
+        loc, scale = float(np.min(values)), float(np.max(values) - np.min(values))
+    else:
+        loc, scale = 0.0, 1.0
+    # A flat series has no spread; dividing by ~0 would blow it up, so leave its scale alone.
+    if not np.isfinite(scale) or scale <= 1e-12 * max(1.0, abs(loc)):
+        scale = 1.0
+    return loc, scale
+
+
+@dataclass
+class Scaler:
+    method: str
+    ids: list[str]
+    loc: np.ndarray    # (n_series,) float64
+    scale: np.ndarray  # (n_series,) float64
+
+    @classmethod
+    def fit(cls, method: str, ids: list[str], parts: list[np.ndarray]) -> Scaler:
+        pairs = np.array([_fit_one(method, p) for p in parts], dtype=np.float64).reshape(-1, 2)
+        return cls(method, list(ids), pairs[:, 0].copy(), pairs[:, 1].copy())
+
+    def for_series(self, ids: list[str], histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(loc, scale) for each id; a series not seen in training is fitted on its own history."""
+        index = {sid: i for i, sid in enumerate(self.ids)}
+        loc, scale = np.empty(len(ids)), np.empty(len(ids))
+        for k, (sid, history) in enumerate(zip(ids, histories)):
+            if sid in index:
+                loc[k], scale[k] = self.loc[index[sid]], self.scale[index[sid]]
+            else:
+                loc[k], scale[k] = _fit_one(self.method, history)
+        return loc, scale
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "ids": list(self.ids),
+                "loc": self.loc.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Scaler:
+        return cls(d["method"], list(d["ids"]), np.asarray(d["loc"], dtype=np.float64),
+                   np.asarray(d["scale"], dtype=np.float64))

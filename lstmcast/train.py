@@ -1,0 +1,346 @@
+"""Training, written out: read -> split -> scale -> device tensors -> epochs -> run directory.
+
+The core never prints. Progress goes to the optional `on_event` callback as the small event
+objects defined here; the CLI renders them.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, save_checkpoint
+from .config import Config, config_from_dict
+from .data import SeriesSet, read_series
+from .device import autocast_dtype, describe, resolve_device, seed_everything
+from .errors import LstmcastError
+from .metrics import compare, season_length
+from .model import Forecaster, count_parameters, forecast_windows
+from .scaling import Scaler
+from .windows import SeriesBuffer
+
+# Keys that may differ between an interrupted run and its --resume: they change how long or
+# where it trains, not what it computes.
+RESUMABLE_KEYS = {"train.epochs", "train.patience", "train.device"}
+LOSS_EVERY = 50  # steps between running-loss reports (each one is a device sync)
+
+
+@dataclass
+class TrainStart:
+    device: str
+    precision: str
+    n_series: int
+    n_windows: int
+    parameters: int
+    epochs: int
+    steps_per_epoch: int
+    first_epoch: int  # > 1 when resuming
+
+
+@dataclass
+class Step:
+    epoch: int
+    step: int
+    steps: int
+    loss: float | None  # running mean of this epoch, every LOSS_EVERY steps; else None
+
+
+@dataclass
+class EpochEnd:
+    epoch: int
+    epochs: int
+    train_loss: float
+    val_loss: float
+    lr: float
+    seconds: float
+    improved: bool
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_epoch: int
+    best_val_loss: float
+    epochs_run: int
+    stopped_early: bool
+    metrics: dict
+
+
+Callback = Callable[[object], None]
+
+
+def _loss_fn(name: str):
+    return {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}[name]
+
+
+def minimum_length(horizon: int) -> int:
+    """Points a series needs: `horizon` to validate, `horizon` targets and 1 input to train."""
+    return 2 * horizon + 1
+
+
+def resolve_config(config: Config, series: SeriesSet) -> Config:
+    """Record what was detected (columns, lookback) so the saved config is fully explicit."""
+    cols = series.columns
+    data = dataclasses.replace(config.data, id_col=cols.id_col if cols.id_in_input else None,
+                               time_col=cols.time_col, target=list(cols.targets),
+                               lookback=config.data.resolved_lookback)
+    return dataclasses.replace(config, data=data)
+
+
+def check_lengths(series: SeriesSet, horizon: int, path: Path) -> None:
+    need = minimum_length(horizon)
+    short = [(sid, len(v)) for sid, v in zip(series.ids, series.values) if len(v) < need]
+    if short:
+        sid, n = short[0]
+        more = f" (and {len(short) - 1} more)" if len(short) > 1 else ""
+        raise LstmcastError(f"{path}: series '{sid}' has {n} points{more}; training needs at least "
+                            f"{need} (2 x horizon + 1, horizon {horizon}); lower --horizon or give "
+                            f"it more history")
+
+
+def data_fingerprint(series: SeriesSet) -> str:
+    digest = hashlib.sha256()
+    digest.update(series.freq.encode())
+    for sid, start, values in zip(series.ids, series.starts, series.values):
+        digest.update(f"{sid}|{start.isoformat()}|{len(values)}".encode())
+        digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()
+
+
+def _config_differences(a: Config, b: Config) -> list[tuple[str, object, object]]:
+    flat_a = {f"{s}.{k}": v for s, sec in a.to_dict().items() for k, v in sec.items()}
+    flat_b = {f"{s}.{k}": v for s, sec in b.to_dict().items() for k, v in sec.items()}
+    return [(k, flat_a[k], flat_b[k]) for k in flat_a if flat_a[k] != flat_b[k]]
+
+
+def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> Path:
+    """Where to write: the run dir itself, or a sibling that replaces it at the end (overwrite)."""
+    if resume:
+        if not (out / LAST).is_file():
+            raise LstmcastError(f"{out}: nothing to resume (no {LAST}); drop --resume to start a new run")
+        return out
+    if out.exists() and not out.is_dir():
+        raise LstmcastError(f"{out}: exists and is not a directory; choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise LstmcastError(f"{out}: run directory already exists; pass --resume to continue it, "
+                                f"--overwrite to replace it, or choose another --out")
+        return out.parent / f".{out.name}.partial-{os.getpid()}"
+    return out
+
+
+def _finish_run_dir(work: Path, out: Path) -> None:
+    """Swap a finished overwrite run into place; the old run is removed only after that."""
+    if work == out:
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    out.rename(old)
+    work.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _rng_state(generator: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["shuffle"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def run_epoch(model, optimizer, buffer: SeriesBuffer, starts: torch.Tensor, horizon: int,
+              batch_size: int, loss_fn, clip: float, autocast: torch.dtype | None,
+              generator: torch.Generator, on_step: Callable[[int, int, torch.Tensor], None] | None
+              = None) -> float:
+    """One pass over the training windows in a random order; returns the mean training loss.
+
+    The hot loop has no host sync: losses are summed on the device and read once at the end
+    (and every LOSS_EVERY steps when someone is listening).
+    """
+    model.train()
+    device = starts.device
+    order = torch.randperm(len(starts), generator=generator).to(device, non_blocking=True)
+    steps = math.ceil(len(starts) / batch_size)
+    total = torch.zeros((), device=device)
+    for step, rows in enumerate(torch.split(order, batch_size), start=1):
+        inputs, targets = buffer.windows(starts[rows], horizon)  # (B, L, F), (B, H)
+        with torch.autocast(device.type, dtype=autocast or torch.float32,
+                            enabled=autocast is not None):
+            prediction = model(inputs)
+        loss = loss_fn(prediction.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        total += loss.detach() * len(rows)
+        if on_step is not None:
+            on_step(step, steps, total)
+    return float(total) / max(len(starts), 1)
+
+
+@torch.no_grad()
+def validation_loss(model, buffer: SeriesBuffer, starts: torch.Tensor, horizon: int, loss_fn,
+                    autocast: torch.dtype | None) -> float:
+    forecast = forecast_windows(model, buffer.inputs, starts, autocast)
+    index = starts[:, None] + buffer.lookback + torch.arange(horizon, device=starts.device)
+    return float(loss_fn(forecast, buffer.values[index]))
+
+
+def train(data_path: str | Path, out_dir: str | Path, config: Config | None = None, *,
+          resume: bool = False, overwrite: bool = False,
+          on_event: Callback | None = None) -> TrainResult:
+    """Train a forecaster on the CSV at `data_path` and write the run directory `out_dir`."""
+    data_path, out = Path(data_path), Path(out_dir)
+    config = config or Config()
+    emit = on_event or (lambda event: None)
+
+    # Everything the user can get wrong is checked before anything is written.
+    series = read_series(data_path, id_col=config.data.id_col, time_col=config.data.time_col,
+                         target=config.data.target, fill=config.data.fill)
+    config = resolve_config(config, series)
+    horizon, lookback = config.data.horizon, config.data.lookback
+    check_lengths(series, horizon, data_path)
+    work = _prepare_run_dir(out, resume, overwrite)
+    fingerprint = data_fingerprint(series)
+    state = None
+    if resume:
+        state = load_checkpoint(out / LAST)
+        changed = [d for d in _config_differences(config_from_dict(state["config"]), config)
+                   if d[0] not in RESUMABLE_KEYS]
+        if changed:
+            key, was, now = changed[0]
+            raise LstmcastError(f"--resume: '{key}' was {was!r} in {out}, now {now!r}; only "
+                                f"{', '.join(sorted(RESUMABLE_KEYS))} may change when resuming")
+        if state["data_fingerprint"] != fingerprint:
+            raise LstmcastError(f"--resume: {data_path} differs from the data {out} was trained on; "
+                                f"start a new run (--overwrite or another --out)")
+
+    device = resolve_device(config.train.device)
+    autocast = autocast_dtype(config.train.precision, device)
+    seed_everything(config.train.seed)
+    generator = torch.Generator().manual_seed(config.train.seed)
+
+    lengths = series.lengths()
+    scaler = Scaler.fit(config.data.scaling, series.ids,
+                        [v[: len(v) - horizon] for v in series.values])
+    scaled = [(v - loc) / scale for v, loc, scale in zip(series.values, scaler.loc, scaler.scale)]
+    buffer = SeriesBuffer.build(scaled, lookback, device)
+    train_starts = buffer.training_starts(lengths - horizon, horizon)
+    val_starts = buffer.target_starts(horizon)
+
+    model = Forecaster(config.model, horizon).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr,
+                                  weight_decay=config.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=config.train.lr_factor, patience=config.train.lr_patience)
+    loss_fn = _loss_fn(config.train.loss)
+
+    meta = {"config": config.to_dict(), "scaler": scaler.to_dict(),
+            "columns": series.columns.to_dict(), "freq": series.freq,
+            "series_ids": list(series.ids),
+            "last_timestamps": [series.last_time(i).isoformat() for i in range(len(series))],
+            "versions": {"lstmcast": __version__, "torch": str(torch.__version__)},
+            "data_fingerprint": fingerprint}
+    history: list[dict] = []
+    best_val, best_epoch, bad_epochs, first_epoch = math.inf, 0, 0, 1
+    best_weights = copy.deepcopy(model.state_dict())
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"], generator)
+        history = [dict(row) for row in state["history"]]
+        best_val, best_epoch = state["best_val"], state["best_epoch"]
+        bad_epochs, first_epoch = state["bad_epochs"], state["epoch"] + 1
+        best_weights = load_checkpoint(out / BEST)["model"]
+
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(work / "config.yaml", config.to_yaml())
+    steps = math.ceil(len(train_starts) / config.train.batch_size)
+    emit(TrainStart(describe(device), "bf16" if autocast else "fp32", len(series),
+                    len(train_starts), count_parameters(model), config.train.epochs, steps,
+                    first_epoch))
+
+    epoch = first_epoch - 1
+    while epoch < config.train.epochs and bad_epochs < config.train.patience:
+        epoch += 1
+        started = time.perf_counter()
+
+        def on_step(step, steps, total, epoch=epoch):
+            report = step % LOSS_EVERY == 0 or step == steps
+            done = min(step * config.train.batch_size, len(train_starts))
+            emit(Step(epoch, step, steps, float(total) / done if report else None))
+
+        train_loss = run_epoch(model, optimizer, buffer, train_starts, horizon,
+                               config.train.batch_size, loss_fn, config.train.clip, autocast,
+                               generator, on_step if on_event else None)
+        val_loss = validation_loss(model, buffer, val_starts, horizon, loss_fn, autocast)
+        if not math.isfinite(train_loss):
+            raise LstmcastError(f"training diverged at epoch {epoch} (loss {train_loss}); lower "
+                                f"train.lr or set data.scaling=standard")
+        scheduler.step(val_loss)
+        improved = val_loss < best_val
+        if improved:
+            best_val, best_epoch, bad_epochs = val_loss, epoch, 0
+            best_weights = copy.deepcopy(model.state_dict())
+            save_checkpoint({**meta, "model": best_weights, "epoch": epoch}, work / BEST)
+        else:
+            bad_epochs += 1
+        seconds = time.perf_counter() - started
+        lr = optimizer.param_groups[0]["lr"]
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                        "lr": lr, "seconds": round(seconds, 4)})
+        _write_history(work / "history.csv", history)
+        save_checkpoint({**meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "rng": _rng_state(generator),
+                         "epoch": epoch, "history": history, "best_val": best_val,
+                         "best_epoch": best_epoch, "bad_epochs": bad_epochs}, work / LAST)
+        emit(EpochEnd(epoch, config.train.epochs, train_loss, val_loss, lr, seconds, improved))
+    stopped_early = bad_epochs >= config.train.patience
+
+    model.load_state_dict(best_weights)
+    metrics = validation_metrics(model, buffer, val_starts, series, scaler, horizon, autocast)
+    metrics.update({"best_epoch": best_epoch, "best_val_loss": best_val, "epochs_run": epoch,
+                    "stopped_early": stopped_early, "device": describe(device)})
+    atomic_write_text(work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    _finish_run_dir(work, out)
+    return TrainResult(out, best_epoch, best_val, epoch, stopped_early, metrics)
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    lines = ["epoch,train_loss,val_loss,lr,seconds"]
+    lines += [f"{h['epoch']},{h['train_loss']:.8g},{h['val_loss']:.8g},{h['lr']:.6g},{h['seconds']}"
+              for h in history]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def validation_metrics(model, buffer: SeriesBuffer, val_starts: torch.Tensor, series: SeriesSet,
+                       scaler: Scaler, horizon: int, autocast: torch.dtype | None) -> dict:
+    """Model vs naive baselines on the validation part (last `horizon` points), original units."""
+    scaled = forecast_windows(model, buffer.inputs, val_starts, autocast).cpu().double().numpy()
+    forecast = scaled * scaler.scale[:, None] + scaler.loc[:, None]
+    actual = np.stack([v[-horizon:] for v in series.values])
+    histories = [v[:-horizon] for v in series.values]
+    season = season_length(series.freq)
+    return {"horizon": horizon, "season_length": season, "n_series": len(series),
+            "validation": compare(actual, forecast, histories, season)}

@@ -1,0 +1,80 @@
+"""Series -> one flat device tensor -> batches of (input window, target window) by index gather.
+
+All series are laid end to end in one 1-D buffer, each preceded by `lookback` zeros of padding
+whose `observed` flag is 0. A window is just the flat index of its first input position, so an
+epoch is a permutation of an int64 tensor and a batch is one gather: no per-sample Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+N_FEATURES = 2  # (scaled value, observed flag) per time step
+
+
+def _ranges(first: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(first[i], first[i] + count[i]) over i, vectorised."""
+    count = np.maximum(count, 0)
+    total = int(count.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    series_of = np.repeat(np.arange(len(count)), count)
+    within = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+    return first[series_of] + within
+
+
+@dataclass
+class SeriesBuffer:
+    """Scaled series on the device, laid out for index-gathered windows."""
+
+    values: torch.Tensor    # (total,) float32: padding zeros, then series 0, padding, series 1, ...
+    observed: torch.Tensor  # (total,) float32: 1 at real points, 0 at padding
+    offsets: np.ndarray     # (n_series,) flat index of each series' first real point
+    lengths: np.ndarray     # (n_series,) number of real points per series
+    lookback: int
+
+    @classmethod
+    def build(cls, scaled: list[np.ndarray], lookback: int, device: torch.device) -> SeriesBuffer:
+        lengths = np.array([len(s) for s in scaled], dtype=np.int64)
+        offsets = np.cumsum(lengths + lookback) - lengths
+        values = np.zeros(int((lengths + lookback).sum()), dtype=np.float32)
+        observed = np.zeros_like(values)
+        for offset, series in zip(offsets, scaled):
+            values[offset: offset + len(series)] = series
+            observed[offset: offset + len(series)] = 1.0
+        return cls(torch.from_numpy(values).to(device), torch.from_numpy(observed).to(device),
+                   offsets, lengths, lookback)
+
+    def to_starts(self, starts: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(starts, dtype=np.int64)).to(self.values.device)
+
+    def training_starts(self, train_lengths: np.ndarray, horizon: int) -> torch.Tensor:
+        """Every window whose target lies inside the training part and which sees >= 1 real input."""
+        first_target = self.offsets + 1
+        count = train_lengths - horizon
+        return self.to_starts(_ranges(first_target - self.lookback, count))
+
+    def target_starts(self, horizon: int, lengths: np.ndarray | None = None) -> torch.Tensor:
+        """One window per series whose target is the last `horizon` of its first `lengths` points."""
+        lengths = self.lengths if lengths is None else lengths
+        return self.to_starts(self.offsets + lengths - horizon - self.lookback)
+
+    def forecast_starts(self) -> torch.Tensor:
+        """One window per series whose input is its last `lookback` points (forecast the future)."""
+        return self.to_starts(self.offsets + self.lengths - self.lookback)
+
+    def inputs(self, starts: torch.Tensor) -> torch.Tensor:
+        """(batch,) starts -> (batch, lookback, N_FEATURES) model inputs."""
+        index = starts[:, None] + torch.arange(self.lookback, device=starts.device)
+        return torch.stack([self.values[index], self.observed[index]], dim=-1)
+
+    def windows(self, starts: torch.Tensor, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch,) starts -> inputs (batch, lookback, N_FEATURES), targets (batch, horizon)."""
+        index = starts[:, None] + torch.arange(self.lookback + horizon, device=starts.device)
+        values = self.values[index]                              # (batch, lookback + horizon)
+        inputs = torch.stack([values[:, : self.lookback], self.observed[index[:, : self.lookback]]],
+                             dim=-1)
+        return inputs, values[:, self.lookback:]
