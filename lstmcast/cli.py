@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import typer
 import yaml
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from . import __version__
@@ -113,7 +119,7 @@ class Reporter:
         Console(file=sys.stdout if stdout else sys.stderr).print(table)
 
 
-def _build_config(config_file: Optional[Path], sets: Optional[List[str]], base: Config | None,
+def _build_config(config_file: Path | None, sets: List[str] | None, base: Config | None,
                   **options) -> Config:
     """YAML file, then the named options, then --set: later wins."""
     names = {"id_col": "data.id_col", "time_col": "data.time_col", "target": "data.target",
@@ -133,17 +139,18 @@ def _saved_config(run_dir: Path) -> Config | None:
 def train(
     data: Path = typer.Argument(..., help="CSV file: long (id, time, value) or wide (--target a,b,c)."),
     out: Path = typer.Option(..., "--out", help="Run directory to write."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML config file."),
-    id_col: Optional[str] = typer.Option(None, "--id-col", help="Series id column (default unique_id)."),
-    time_col: Optional[str] = typer.Option(None, "--time-col", help="Timestamp column (default ds, or detected)."),
-    target: Optional[str] = typer.Option(None, "--target", help="Value column, or a comma list for a wide file."),
-    horizon: Optional[int] = typer.Option(None, "--horizon", help="Steps to forecast."),
-    lookback: Optional[int] = typer.Option(None, "--lookback", help="Input window length (default 3 x horizon)."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Config override key=value, repeatable."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto|cpu|cuda|mps."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed."),
+    config: Path | None = typer.Option(None, "--config", help="YAML config file."),
+    id_col: str | None = typer.Option(None, "--id-col", help="Series id column (default unique_id)."),
+    time_col: str | None = typer.Option(None, "--time-col", help="Timestamp column (default ds, or detected)."),
+    target: str | None = typer.Option(None, "--target", help="Value column, or a comma list for a wide file."),
+    horizon: int | None = typer.Option(None, "--horizon", help="Steps to forecast."),
+    lookback: int | None = typer.Option(None, "--lookback", help="Input window length (default 3 x horizon)."),
+    set_: List[str] | None = typer.Option(None, "--set", help="Config override key=value, repeatable."),
+    device: str | None = typer.Option(None, "--device", help="auto|cpu|cuda|mps."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from last.pt."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory once the new run is done."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an existing run directory once the new run is done."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
     """Train a forecaster on DATA and write a run directory."""
@@ -172,7 +179,7 @@ def predict(
     data: Path = typer.Argument(..., help="CSV with the history to forecast from."),
     model: Path = typer.Option(..., "--model", help="Run directory made by 'lstmcast train'."),
     out: Path = typer.Option(..., "--out", help="Forecasts CSV to write."),
-    horizon: Optional[int] = typer.Option(None, "--horizon", help="Steps to forecast (at most the trained horizon)."),
+    horizon: int | None = typer.Option(None, "--horizon", help="Steps to forecast (at most the trained horizon)."),
     device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
@@ -191,8 +198,9 @@ def predict(
 def evaluate(
     data: Path = typer.Argument(..., help="CSV; the last horizon points of each series are held out."),
     model: Path = typer.Option(..., "--model", help="Run directory made by 'lstmcast train'."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics as JSON here."),
-    season: Optional[int] = typer.Option(None, "--season-length", help="Seasonal period for seasonal naive and MASE (default from the frequency)."),
+    out: Path | None = typer.Option(None, "--out", help="Write the metrics as JSON here."),
+    season: int | None = typer.Option(None, "--season-length",
+                                      help="Seasonal period for seasonal naive and MASE (default: by frequency)."),
     device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:

@@ -90,6 +90,11 @@ def _check_value(key: str, f: dataclasses.Field, value: Any) -> Any:
     kind = meta["kind"]
     if kind is list and isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
+    if kind is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-4" (no dot) as a string
+            value = float(value)
+        except ValueError:
+            pass
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is int and isinstance(value, float) and value.is_integer():

@@ -6,6 +6,7 @@ is line 1), the column and what to do. Nothing here writes files.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,7 +240,9 @@ def infer_frequency(path: Path, groups: dict[str, pd.DatetimeIndex], expected: s
     inferred: dict[str, str] = {}
     for sid, times in groups.items():
         if len(times) >= 3:
-            freq = pd.infer_freq(times)
+            with warnings.catch_warnings():  # pandas 3 warns that infer_freq's type will change
+                warnings.simplefilter("ignore")
+                freq = pd.infer_freq(times)
             if freq is not None:
                 inferred[sid] = _freq_name(freq)
     distinct = list(dict.fromkeys(inferred.values()))

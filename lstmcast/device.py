@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 
 import numpy as np
@@ -42,13 +43,32 @@ def describe(device: torch.device) -> str:
     return device.type
 
 
+@functools.cache
+def _bf16_lstm_works(device: torch.device) -> bool:
+    """cuDNN runs LSTMs in bf16 only from cuDNN 9.13 on: try one tiny step rather than guess."""
+    try:
+        lstm = torch.nn.LSTM(2, 4, batch_first=True).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out, _ = lstm(torch.randn(2, 3, 2, device=device))
+        out.float().sum().backward()
+        return True
+    except RuntimeError:
+        return False
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for training/inference, or None for plain fp32.
 
-    'auto' means bf16 on CUDA (tensor cores, no loss scaling needed) and fp32 elsewhere.
+    'auto' means bf16 on CUDA (tensor cores, no loss scaling needed) where this torch/cuDNN can
+    run an LSTM in bf16, and fp32 elsewhere.
     """
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
+    if device.type == "cuda" and not _bf16_lstm_works(device):
+        if precision == "auto":
+            return None
+        raise LstmcastError("train.precision=bf16: this torch/cuDNN cannot run an LSTM in bf16 on "
+                            "this GPU; use train.precision=auto or fp32")
     return torch.bfloat16
 
 

@@ -13,7 +13,7 @@ from pandas.tseries.frequencies import to_offset
 def season_length(freq: str) -> int:
     """The usual seasonal period for a pandas frequency (1 when there is none)."""
     offset = to_offset(freq)
-    name = offset.name.split("-")[0]
+    name = offset.rule_code.split("-")[0]
     if name in ("MS", "ME", "M", "BMS", "BME", "SMS", "SME"):
         return 12 // offset.n if 12 % offset.n == 0 else 1
     if name.startswith("Q") or name.startswith("BQ"):

@@ -71,7 +71,7 @@ def forecast(run: Run, series: SeriesSet, horizon: int | None = None) -> np.ndar
     """(n_series, horizon) forecasts in the data's units, from the end of each series."""
     horizon = check_horizon(run, horizon)
     loc, scale = run.scaler.for_series(series.ids, series.values)
-    scaled = [(v - l) / s for v, l, s in zip(series.values, loc, scale)]
+    scaled = [(v - lo) / sc for v, lo, sc in zip(series.values, loc, scale)]
     buffer = SeriesBuffer.build(scaled, run.config.data.lookback, run.device)
     autocast = autocast_dtype(run.config.train.precision, run.device)
     out = forecast_windows(run.model, buffer.inputs, buffer.forecast_starts(), autocast)

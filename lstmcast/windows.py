@@ -30,8 +30,8 @@ def _ranges(first: np.ndarray, count: np.ndarray) -> np.ndarray:
 class SeriesBuffer:
     """Scaled series on the device, laid out for index-gathered windows."""
 
-    values: torch.Tensor    # (total,) float32: padding zeros, then series 0, padding, series 1, ...
-    observed: torch.Tensor  # (total,) float32: 1 at real points, 0 at padding
+    features: torch.Tensor  # (total, N_FEATURES) float32: (scaled value, observed flag) per step;
+                            # padding rows are (0, 0): lookback of them, series 0, padding, series 1...
     offsets: np.ndarray     # (n_series,) flat index of each series' first real point
     lengths: np.ndarray     # (n_series,) number of real points per series
     lookback: int
@@ -40,13 +40,15 @@ class SeriesBuffer:
     def build(cls, scaled: list[np.ndarray], lookback: int, device: torch.device) -> SeriesBuffer:
         lengths = np.array([len(s) for s in scaled], dtype=np.int64)
         offsets = np.cumsum(lengths + lookback) - lengths
-        values = np.zeros(int((lengths + lookback).sum()), dtype=np.float32)
-        observed = np.zeros_like(values)
+        features = np.zeros((int((lengths + lookback).sum()), N_FEATURES), dtype=np.float32)
         for offset, series in zip(offsets, scaled):
-            values[offset: offset + len(series)] = series
-            observed[offset: offset + len(series)] = 1.0
-        return cls(torch.from_numpy(values).to(device), torch.from_numpy(observed).to(device),
-                   offsets, lengths, lookback)
+            features[offset: offset + len(series)] = np.stack([series, np.ones(len(series))], axis=1)
+        return cls(torch.from_numpy(features).to(device), offsets, lengths, lookback)
+
+    @property
+    def values(self) -> torch.Tensor:
+        """(total,) scaled values (a strided view)."""
+        return self.features[:, 0]
 
     def to_starts(self, starts: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(starts, dtype=np.int64)).to(self.values.device)
@@ -57,10 +59,9 @@ class SeriesBuffer:
         count = train_lengths - horizon
         return self.to_starts(_ranges(first_target - self.lookback, count))
 
-    def target_starts(self, horizon: int, lengths: np.ndarray | None = None) -> torch.Tensor:
-        """One window per series whose target is the last `horizon` of its first `lengths` points."""
-        lengths = self.lengths if lengths is None else lengths
-        return self.to_starts(self.offsets + lengths - horizon - self.lookback)
+    def target_starts(self, horizon: int) -> torch.Tensor:
+        """One window per series whose target is its last `horizon` points (validation)."""
+        return self.to_starts(self.offsets + self.lengths - horizon - self.lookback)
 
     def forecast_starts(self) -> torch.Tensor:
         """One window per series whose input is its last `lookback` points (forecast the future)."""
@@ -69,12 +70,10 @@ class SeriesBuffer:
     def inputs(self, starts: torch.Tensor) -> torch.Tensor:
         """(batch,) starts -> (batch, lookback, N_FEATURES) model inputs."""
         index = starts[:, None] + torch.arange(self.lookback, device=starts.device)
-        return torch.stack([self.values[index], self.observed[index]], dim=-1)
+        return self.features[index]
 
     def windows(self, starts: torch.Tensor, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch,) starts -> inputs (batch, lookback, N_FEATURES), targets (batch, horizon)."""
-        index = starts[:, None] + torch.arange(self.lookback + horizon, device=starts.device)
-        values = self.values[index]                              # (batch, lookback + horizon)
-        inputs = torch.stack([values[:, : self.lookback], self.observed[index[:, : self.lookback]]],
-                             dim=-1)
-        return inputs, values[:, self.lookback:]
+        steps = torch.arange(self.lookback + horizon, device=starts.device)
+        window = self.features[starts[:, None] + steps]      # (batch, lookback + horizon, features)
+        return window[:, : self.lookback], window[:, self.lookback:, 0]

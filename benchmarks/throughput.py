@@ -1,0 +1,145 @@
+"""Training throughput: lstmcast's real training loop vs a bare nn.LSTM + head step of the same size.
+
+Both run in this process on the same device, interleaved, so the ratio is what the data path
+(index gather from the series buffer, shuffling, loss bookkeeping) costs on top of the model's own
+forward/backward/optimizer step. The bare loop reads pre-built batch tensors that already sit on
+the device, so it has no data cost at all.
+
+    python benchmarks/throughput.py                 # auto device
+    python benchmarks/throughput.py --device cuda --windows 262144
+
+The last line printed is a JSON object with windows_per_s, bare_windows_per_s and ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from lstmcast.config import load_config
+from lstmcast.device import autocast_dtype, describe, resolve_device
+from lstmcast.model import Forecaster
+from lstmcast.train import run_epoch
+from lstmcast.windows import N_FEATURES, SeriesBuffer
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_buffer(args, device) -> tuple[SeriesBuffer, torch.Tensor]:
+    """Synthetic seasonal series laid out exactly as training lays them out."""
+    rng = np.random.default_rng(0)
+    per_series = args.windows // args.series + args.horizon
+    t = np.arange(per_series + args.horizon)
+    series = [np.sin(2 * np.pi * t / 24 + rng.uniform(0, 6)) + 0.1 * rng.standard_normal(len(t))
+              for _ in range(args.series)]
+    buffer = SeriesBuffer.build(series, args.lookback, device)
+    starts = buffer.training_starts(buffer.lengths - args.horizon, args.horizon)
+    return buffer, starts[: args.windows]
+
+
+def time_lstmcast(model, optimizer, buffer, starts, args, autocast, device) -> float:
+    generator = torch.Generator().manual_seed(0)
+    sync(device)
+    began = time.perf_counter()
+    run_epoch(model, optimizer, buffer, starts, args.horizon, args.batch_size,
+              nn.functional.mse_loss, 1.0, autocast, generator)
+    sync(device)
+    return len(starts) / (time.perf_counter() - began)
+
+
+class Bare(nn.Module):
+    def __init__(self, hidden, layers, horizon):
+        super().__init__()
+        self.lstm = nn.LSTM(N_FEATURES, hidden, layers, batch_first=True, dropout=0.1)
+        self.head = nn.Linear(hidden, horizon)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.head(out[:, -1])
+
+
+def time_bare(model, optimizer, inputs, targets, autocast, device) -> float:
+    sync(device)
+    began = time.perf_counter()
+    for x, y in zip(inputs, targets):
+        with torch.autocast(device.type, dtype=autocast or torch.float32, enabled=autocast is not None):
+            prediction = model(x)
+        loss = nn.functional.mse_loss(prediction.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+    sync(device)
+    return sum(len(x) for x in inputs) / (time.perf_counter() - began)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--windows", type=int, default=None, help="windows per timed epoch")
+    parser.add_argument("--series", type=int, default=64)
+    parser.add_argument("--lookback", type=int, default=72)
+    parser.add_argument("--horizon", type=int, default=24)
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    autocast = autocast_dtype(args.precision, device)
+    if args.windows is None:
+        args.windows = 262144 if device.type == "cuda" else 8192
+    torch.manual_seed(0)
+    torch.set_num_threads(torch.get_num_threads())
+    buffer, starts = make_buffer(args, device)
+
+    config = load_config(None, {"model.hidden_size": args.hidden, "model.layers": args.layers})
+    model = Forecaster(config.model, args.horizon).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    bare = Bare(args.hidden, args.layers, args.horizon).to(device)
+    bare_optimizer = torch.optim.AdamW(bare.parameters(), lr=1e-3)
+    # The bare loop's batches are built up front, already on the device: zero data cost.
+    rows = torch.randperm(len(starts), device=device)
+    batches = [buffer.windows(starts[r], args.horizon) for r in torch.split(rows, args.batch_size)]
+    inputs = [b[0].contiguous() for b in batches]
+    targets = [b[1].contiguous() for b in batches]
+
+    # Warm-up (cuDNN plans, allocator, autocast caches), then interleave the two, repeat.
+    time_lstmcast(model, optimizer, buffer, starts, args, autocast, device)
+    time_bare(bare, bare_optimizer, inputs, targets, autocast, device)
+    ours, theirs = [], []
+    for _ in range(args.repeats):
+        ours.append(time_lstmcast(model, optimizer, buffer, starts, args, autocast, device))
+        theirs.append(time_bare(bare, bare_optimizer, inputs, targets, autocast, device))
+    ours_median, theirs_median = statistics.median(ours), statistics.median(theirs)
+    ratio = ours_median / theirs_median
+
+    precision = "bf16" if autocast else "fp32"
+    print(f"device {describe(device)}, {precision}, threads {torch.get_num_threads()}; "
+          f"batch {args.batch_size}, lookback {args.lookback}, horizon {args.horizon}, "
+          f"hidden {args.hidden} x {args.layers} layers; {len(starts)} windows per epoch, "
+          f"median of {args.repeats}")
+    print(f"{'loop':<28}{'windows/s':>14}")
+    print(f"{'lstmcast run_epoch':<28}{ours_median:>14,.0f}")
+    print(f"{'bare nn.LSTM + head':<28}{theirs_median:>14,.0f}")
+    print(f"{'ratio (lstmcast / bare)':<28}{ratio:>14.3f}")
+    print(json.dumps({"device": describe(device), "precision": precision,
+                      "batch_size": args.batch_size, "lookback": args.lookback,
+                      "horizon": args.horizon, "hidden_size": args.hidden, "layers": args.layers,
+                      "windows_per_s": round(ours_median, 1),
+                      "bare_windows_per_s": round(theirs_median, 1), "ratio": round(ratio, 4)}))
+
+
+if __name__ == "__main__":
+    main()
