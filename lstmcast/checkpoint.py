@@ -24,6 +24,8 @@ BEST, LAST = "model.pt", "last.pt"
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
+    if path.is_dir():
+        raise LstmcastError(f"{path}: is a directory; give a file path to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -131,8 +131,17 @@ def _build_config(config_file: Path | None, sets: List[str] | None, base: Config
 
 
 def _saved_config(run_dir: Path) -> Config | None:
+    """The config an interrupted run was started with (the base for --resume)."""
     path = run_dir / "config.yaml"
-    return config_from_dict(yaml.safe_load(path.read_text())) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        tree = None
+    if not isinstance(tree, dict):
+        raise LstmcastError(f"{path}: not a readable lstmcast config; the run cannot be resumed")
+    return config_from_dict(tree)
 
 
 @app.command()

@@ -7,6 +7,7 @@ LstmcastError naming the key and what is allowed, so a typo never silently falls
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,8 @@ def _check_value(key: str, f: dataclasses.Field, value: Any) -> Any:
         value = int(value)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise LstmcastError(f"config key '{key}' must be {kind.__name__}, got {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise LstmcastError(f"config key '{key}' must be a finite number, got {value!r}")
     if meta["choices"] is not None and value not in meta["choices"]:
         allowed = "|".join(meta["choices"])
         raise LstmcastError(f"config key '{key}' must be one of {allowed}, got {value!r}")

@@ -92,10 +92,13 @@ def _read_frame(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _require(path: Path, frame: pd.DataFrame, name: str, option: str) -> None:
+def _require(path: Path, frame: pd.DataFrame, name: str, option: str | None) -> None:
+    """`option` is the flag that names this column, or None when a trained run fixed it."""
     if name not in frame.columns:
+        todo = (f"pass {option} with one of them" if option else
+                "the run was trained on that column, so the data needs it too")
         raise LstmcastError(f"{path}: column '{name}' not found (columns: {', '.join(frame.columns)}); "
-                            f"pass {option} with one of them")
+                            f"{todo}")
 
 
 def _looks_like_time(column: pd.Series) -> bool:
@@ -106,23 +109,31 @@ def _looks_like_time(column: pd.Series) -> bool:
     sample = column.dropna().astype(str).head(20)
     if sample.empty:
         return False
-    parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(sample, errors="coerce", format="mixed")
     return bool(parsed.notna().all())
 
 
 def resolve_columns(path: Path, frame: pd.DataFrame, id_col: str | None, time_col: str | None,
-                    target: list[str] | None) -> Columns:
-    """Pick the id, time and target columns: explicit names, then defaults, then detection."""
+                    target: list[str] | None, trained: bool = False) -> Columns:
+    """Pick the id, time and target columns: explicit names, then defaults, then detection.
+
+    `trained`: the names come from a trained run, not from the user's options.
+    """
+    def require(name: str, option: str) -> None:
+        _require(path, frame, name, None if trained else option)
+
     if id_col is not None:
-        _require(path, frame, id_col, "--id-col")
+        require(id_col, "--id-col")
     elif DEFAULT_ID in frame.columns and not (target and len(target) > 1):
         id_col = DEFAULT_ID
     for name in target or []:
-        _require(path, frame, name, "--target")
+        require(name, "--target")
     taken = {id_col, *(target or [])}
 
     if time_col is not None:
-        _require(path, frame, time_col, "--time-col")
+        require(time_col, "--time-col")
     elif DEFAULT_TIME in frame.columns:
         time_col = DEFAULT_TIME
     else:
@@ -161,10 +172,15 @@ def _parse_times(path: Path, frame: pd.DataFrame, time_col: str) -> pd.Series:
     if empty.any():
         raise LstmcastError(f"{path} line {_line(raw.index[empty][0])}, column '{time_col}': "
                             f"empty timestamp; every row needs one")
+    if pd.api.types.is_numeric_dtype(raw):
+        raise LstmcastError(f"{path}, column '{time_col}': holds numbers, not timestamps; write dates "
+                            f"such as 2024-01-31 (a year 2024 as 2024-01-01), or pass --time-col")
     try:
-        times = pd.to_datetime(raw, errors="coerce")
-        if times.isna().any():  # one format per file is the norm; allow ISO variants too
-            times = pd.to_datetime(raw, errors="coerce", format="ISO8601")
+        with warnings.catch_warnings():  # "could not infer format" would add lines to stderr
+            warnings.simplefilter("ignore")
+            times = pd.to_datetime(raw, errors="coerce")
+            if times.isna().any():  # one format per file is the norm; allow ISO variants too
+                times = pd.to_datetime(raw, errors="coerce", format="ISO8601")
     except (ValueError, TypeError) as exc:
         raise LstmcastError(f"{path}, column '{time_col}': cannot read timestamps ({exc}); "
                             f"use one format and one time zone") from None
@@ -230,6 +246,21 @@ def _freq_name(freq: str) -> str:
     return to_offset(freq).freqstr
 
 
+def _step_alias(step: pd.Timedelta, first: pd.Timestamp) -> str:
+    """The alias infer_freq would give a gap-free series with this step: 'D', 'W-MON', '2h'."""
+    day = pd.Timedelta(days=1)
+    if step % day == pd.Timedelta(0):
+        days = step // day
+        if days == 7:
+            return f"W-{first.day_name()[:3].upper()}"
+        return "D" if days == 1 else f"{days}D"
+    return _freq_name(to_offset(step))
+
+
+def same_frequency(a: str, b: str) -> bool:
+    return to_offset(a) == to_offset(b)
+
+
 def infer_frequency(path: Path, groups: dict[str, pd.DatetimeIndex], expected: str | None) -> str:
     """One frequency for the whole file, checked against every series.
 
@@ -253,7 +284,7 @@ def infer_frequency(path: Path, groups: dict[str, pd.DatetimeIndex], expected: s
                             f"'{b}' is '{distinct[1]}'; put series of one frequency in one file")
     if expected is not None:
         candidates = [_freq_name(expected)]
-        if distinct and distinct[0] != candidates[0]:
+        if distinct and not same_frequency(distinct[0], candidates[0]):
             raise LstmcastError(f"{path}: the data has frequency '{distinct[0]}' but the model was "
                                 f"trained on '{candidates[0]}' data; use data of the trained frequency")
     elif distinct:
@@ -264,7 +295,8 @@ def infer_frequency(path: Path, groups: dict[str, pd.DatetimeIndex], expected: s
             raise LstmcastError(f"{path}: every series has a single timestamp, so the frequency "
                                 f"cannot be inferred; give each series at least 3 rows")
         step = min(d.min() for d in diffs)
-        candidates = [_freq_name(to_offset(step))] + _CALENDAR
+        first = next(iter(groups.values()))[0]
+        candidates = [_step_alias(step, first)] + _CALENDAR
     for freq in candidates:
         if all(_on_grid(times, freq) for times in groups.values()):
             return freq
@@ -310,10 +342,14 @@ def _regularise(path: Path, table: pd.DataFrame, freq: str, fill: str
 def read_series(path: str | Path, *, id_col: str | None = None, time_col: str | None = None,
                 target: list[str] | None = None, fill: str = "error",
                 expected_freq: str | None = None) -> SeriesSet:
-    """Read and validate a long or wide CSV into a SeriesSet (see the README's CSV contract)."""
+    """Read and validate a long or wide CSV into a SeriesSet (see the README's CSV contract).
+
+    `expected_freq` is set when reading for a trained run: the columns and frequency are fixed.
+    """
     path = Path(path)
     frame = _read_frame(path)
-    columns = resolve_columns(path, frame, id_col, time_col, list(target) if target else None)
+    columns = resolve_columns(path, frame, id_col, time_col, list(target) if target else None,
+                              trained=expected_freq is not None)
     table = _long_table(path, frame, columns)
     groups = {sid: pd.DatetimeIndex(rows["time"]).sort_values()
               for sid, rows in table.groupby("id", sort=False)}

@@ -16,6 +16,8 @@ from .predict import forecast, load_run, read_for_run
 def evaluate(data_path: str | Path, run_dir: str | Path, out_path: str | Path | None = None, *,
              device: str = "cpu", season: int | None = None) -> dict:
     """Metrics for the model and the naive / seasonal-naive baselines; JSON to `out_path` if given."""
+    if season is not None and season < 1:
+        raise LstmcastError(f"--season-length {season}: must be 1 or more (1 = no seasonality)")
     run = load_run(run_dir, device)
     series = read_for_run(run, data_path)
     horizon = run.horizon

@@ -206,85 +206,130 @@ def validation_loss(model, buffer: SeriesBuffer, starts: torch.Tensor, horizon: 
     return float(loss_fn(forecast, buffer.values[index]))
 
 
+def _check_resume(out: Path, config: Config, fingerprint: str, data_path: Path) -> dict:
+    """The interrupted run's last.pt, if it may be continued with this config and data."""
+    state = load_checkpoint(out / LAST)
+    changed = [d for d in _config_differences(config_from_dict(state["config"]), config)
+               if d[0] not in RESUMABLE_KEYS]
+    if changed:
+        key, was, now = changed[0]
+        raise LstmcastError(f"--resume: '{key}' was {was!r} in {out}, now {now!r}; only "
+                            f"{', '.join(sorted(RESUMABLE_KEYS))} may change when resuming")
+    if state["data_fingerprint"] != fingerprint:
+        raise LstmcastError(f"--resume: {data_path} differs from the data {out} was trained on; "
+                            f"start a new run (--overwrite or another --out)")
+    return state
+
+
+@dataclass
+class _Fit:
+    """Everything one training run mutates, so it can be saved to and restored from last.pt."""
+
+    model: Forecaster
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    generator: torch.Generator
+    best_weights: dict
+    history: list = dataclasses.field(default_factory=list)
+    best_val: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    epoch: int = 0  # last finished epoch
+
+    def restore(self, state: dict, best_weights: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"], self.generator)
+        self.history = [dict(row) for row in state["history"]]
+        self.best_val, self.best_epoch = state["best_val"], state["best_epoch"]
+        self.bad_epochs, self.epoch = state["bad_epochs"], state["epoch"]
+        self.best_weights = best_weights
+
+    def resumable(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": _rng_state(self.generator),
+                "epoch": self.epoch, "history": self.history, "best_val": self.best_val,
+                "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+
 def train(data_path: str | Path, out_dir: str | Path, config: Config | None = None, *,
           resume: bool = False, overwrite: bool = False,
           on_event: Callback | None = None) -> TrainResult:
     """Train a forecaster on the CSV at `data_path` and write the run directory `out_dir`."""
     data_path, out = Path(data_path), Path(out_dir)
     config = config or Config()
-    emit = on_event or (lambda event: None)
 
     # Everything the user can get wrong is checked before anything is written.
     series = read_series(data_path, id_col=config.data.id_col, time_col=config.data.time_col,
                          target=config.data.target, fill=config.data.fill)
     config = resolve_config(config, series)
-    horizon, lookback = config.data.horizon, config.data.lookback
-    check_lengths(series, horizon, data_path)
+    check_lengths(series, config.data.horizon, data_path)
     work = _prepare_run_dir(out, resume, overwrite)
     fingerprint = data_fingerprint(series)
-    state = None
-    if resume:
-        state = load_checkpoint(out / LAST)
-        changed = [d for d in _config_differences(config_from_dict(state["config"]), config)
-                   if d[0] not in RESUMABLE_KEYS]
-        if changed:
-            key, was, now = changed[0]
-            raise LstmcastError(f"--resume: '{key}' was {was!r} in {out}, now {now!r}; only "
-                                f"{', '.join(sorted(RESUMABLE_KEYS))} may change when resuming")
-        if state["data_fingerprint"] != fingerprint:
-            raise LstmcastError(f"--resume: {data_path} differs from the data {out} was trained on; "
-                                f"start a new run (--overwrite or another --out)")
-
+    state = _check_resume(out, config, fingerprint, data_path) if resume else None
     device = resolve_device(config.train.device)
     autocast = autocast_dtype(config.train.precision, device)
-    seed_everything(config.train.seed)
-    generator = torch.Generator().manual_seed(config.train.seed)
 
-    lengths = series.lengths()
+    fresh = not work.exists()
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        result = _train_in(work, series, config, device, autocast, fingerprint, state,
+                           None if state is None else load_checkpoint(out / BEST)["model"], on_event)
+    except LstmcastError:
+        # A run that failed for a reason the user must fix leaves nothing half-made behind; a
+        # resumed run keeps its earlier epochs.
+        if work != out or (fresh and not resume):
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    except BaseException:
+        if work != out:  # an interrupted --overwrite: the previous run stays as it was
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    _finish_run_dir(work, out)
+    result.run_dir = out
+    return result
+
+
+def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.device,
+              autocast: torch.dtype | None, fingerprint: str, state: dict | None,
+              best_weights: dict | None, on_event: Callback | None) -> TrainResult:
+    """Scale, lay the series out on the device, run the epochs, write the run files into `work`."""
+    emit = on_event or (lambda event: None)
+    horizon, lookback = config.data.horizon, config.data.lookback
+    seed_everything(config.train.seed)
     scaler = Scaler.fit(config.data.scaling, series.ids,
                         [v[: len(v) - horizon] for v in series.values])
     scaled = [(v - loc) / scale for v, loc, scale in zip(series.values, scaler.loc, scaler.scale)]
     buffer = SeriesBuffer.build(scaled, lookback, device)
-    train_starts = buffer.training_starts(lengths - horizon, horizon)
+    train_starts = buffer.training_starts(series.lengths() - horizon, horizon)
     val_starts = buffer.target_starts(horizon)
 
     model = Forecaster(config.model, horizon).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr,
                                   weight_decay=config.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=config.train.lr_factor, patience=config.train.lr_patience)
+    fit = _Fit(model, optimizer,
+               torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=config.train.lr_factor,
+                                                          patience=config.train.lr_patience),
+               torch.Generator().manual_seed(config.train.seed), copy.deepcopy(model.state_dict()))
+    if state is not None:
+        fit.restore(state, best_weights)
     loss_fn = _loss_fn(config.train.loss)
-
     meta = {"config": config.to_dict(), "scaler": scaler.to_dict(),
             "columns": series.columns.to_dict(), "freq": series.freq,
             "series_ids": list(series.ids),
             "last_timestamps": [series.last_time(i).isoformat() for i in range(len(series))],
             "versions": {"lstmcast": __version__, "torch": str(torch.__version__)},
             "data_fingerprint": fingerprint}
-    history: list[dict] = []
-    best_val, best_epoch, bad_epochs, first_epoch = math.inf, 0, 0, 1
-    best_weights = copy.deepcopy(model.state_dict())
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"], generator)
-        history = [dict(row) for row in state["history"]]
-        best_val, best_epoch = state["best_val"], state["best_epoch"]
-        bad_epochs, first_epoch = state["bad_epochs"], state["epoch"] + 1
-        best_weights = load_checkpoint(out / BEST)["model"]
 
-    work.mkdir(parents=True, exist_ok=True)
     atomic_write_text(work / "config.yaml", config.to_yaml())
     steps = math.ceil(len(train_starts) / config.train.batch_size)
     emit(TrainStart(describe(device), "bf16" if autocast else "fp32", len(series),
                     len(train_starts), count_parameters(model), config.train.epochs, steps,
-                    first_epoch))
-
-    epoch = first_epoch - 1
-    while epoch < config.train.epochs and bad_epochs < config.train.patience:
-        epoch += 1
-        started = time.perf_counter()
+                    fit.epoch + 1))
+    while fit.epoch < config.train.epochs and fit.bad_epochs < config.train.patience:
+        fit.epoch += 1
+        epoch, started = fit.epoch, time.perf_counter()
 
         def on_step(step, steps, total, epoch=epoch):
             report = step % LOSS_EVERY == 0 or step == steps
@@ -293,38 +338,34 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
 
         train_loss = run_epoch(model, optimizer, buffer, train_starts, horizon,
                                config.train.batch_size, loss_fn, config.train.clip, autocast,
-                               generator, on_step if on_event else None)
+                               fit.generator, on_step if on_event else None)
         val_loss = validation_loss(model, buffer, val_starts, horizon, loss_fn, autocast)
-        if not math.isfinite(train_loss):
-            raise LstmcastError(f"training diverged at epoch {epoch} (loss {train_loss}); lower "
-                                f"train.lr or set data.scaling=standard")
-        scheduler.step(val_loss)
-        improved = val_loss < best_val
+        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+            raise LstmcastError(f"training diverged at epoch {epoch} (train loss {train_loss}, "
+                                f"validation loss {val_loss}); lower train.lr or use data.scaling=standard")
+        fit.scheduler.step(val_loss)
+        improved = val_loss < fit.best_val
         if improved:
-            best_val, best_epoch, bad_epochs = val_loss, epoch, 0
-            best_weights = copy.deepcopy(model.state_dict())
-            save_checkpoint({**meta, "model": best_weights, "epoch": epoch}, work / BEST)
+            fit.best_val, fit.best_epoch, fit.bad_epochs = val_loss, epoch, 0
+            fit.best_weights = copy.deepcopy(model.state_dict())
+            save_checkpoint({**meta, "model": fit.best_weights, "epoch": epoch}, work / BEST)
         else:
-            bad_epochs += 1
-        seconds = time.perf_counter() - started
-        lr = optimizer.param_groups[0]["lr"]
-        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                        "lr": lr, "seconds": round(seconds, 4)})
-        _write_history(work / "history.csv", history)
-        save_checkpoint({**meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "rng": _rng_state(generator),
-                         "epoch": epoch, "history": history, "best_val": best_val,
-                         "best_epoch": best_epoch, "bad_epochs": bad_epochs}, work / LAST)
+            fit.bad_epochs += 1
+        seconds, lr = time.perf_counter() - started, optimizer.param_groups[0]["lr"]
+        fit.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                            "lr": lr, "seconds": round(seconds, 4)})
+        _write_history(work / "history.csv", fit.history)
+        save_checkpoint({**meta, **fit.resumable()}, work / LAST)
         emit(EpochEnd(epoch, config.train.epochs, train_loss, val_loss, lr, seconds, improved))
-    stopped_early = bad_epochs >= config.train.patience
 
-    model.load_state_dict(best_weights)
+    stopped_early = fit.bad_epochs >= config.train.patience
+    model.load_state_dict(fit.best_weights)
     metrics = validation_metrics(model, buffer, val_starts, series, scaler, horizon, autocast)
-    metrics.update({"best_epoch": best_epoch, "best_val_loss": best_val, "epochs_run": epoch,
-                    "stopped_early": stopped_early, "device": describe(device)})
+    metrics.update({"best_epoch": fit.best_epoch, "best_val_loss": fit.best_val,
+                    "epochs_run": fit.epoch, "stopped_early": stopped_early,
+                    "device": describe(device)})
     atomic_write_text(work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    _finish_run_dir(work, out)
-    return TrainResult(out, best_epoch, best_val, epoch, stopped_early, metrics)
+    return TrainResult(work, fit.best_epoch, fit.best_val, fit.epoch, stopped_early, metrics)
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
