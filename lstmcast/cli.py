@@ -217,8 +217,8 @@ def evaluate(
     def body():
         result = evaluate_run(data, model, out, device=device, season=season)
         reporter = Reporter(quiet)
-        reporter.table(f"{result['n_series']} series, last {result['horizon']} points held out, "
-                       f"season length {result['season_length']}", result["metrics"], stdout=True)
+        reporter.table(f"{result['n_series']} series, last {result['horizon']} held out, "
+                       f"season {result['season_length']}", result["metrics"], stdout=True)
         if out is not None:
             reporter.info(f"metrics written to {out}")
 
