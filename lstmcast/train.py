@@ -88,8 +88,17 @@ def _loss_fn(name: str):
 
 
 def minimum_length(horizon: int) -> int:
-    """Points a series needs: `horizon` to validate, `horizon` targets and 1 input to train."""
-    return 2 * horizon + 1
+    """Points a series needs for one training window: `horizon` targets and 1 input."""
+    return horizon + 1
+
+
+def validated(lengths: np.ndarray, horizon: int) -> np.ndarray:
+    """Series long enough to hold out their last `horizon` points and still train on the rest.
+
+    Shorter series (horizon + 1 .. 2 x horizon points) train on all their points and are not
+    validated: they still help the global model and still get forecasts.
+    """
+    return lengths >= 2 * horizon + 1
 
 
 def resolve_config(config: Config, series: SeriesSet) -> Config:
@@ -108,8 +117,11 @@ def check_lengths(series: SeriesSet, horizon: int, path: Path) -> None:
         sid, n = short[0]
         more = f" (and {len(short) - 1} more)" if len(short) > 1 else ""
         raise LstmcastError(f"{path}: series '{sid}' has {n} points{more}; training needs at least "
-                            f"{need} (2 x horizon + 1, horizon {horizon}); lower --horizon or give "
+                            f"{need} (horizon + 1, horizon {horizon}); lower --horizon or give "
                             f"it more history")
+    if not validated(series.lengths(), horizon).any():
+        raise LstmcastError(f"{path}: no series has the {2 * horizon + 1} points (2 x horizon + 1) "
+                            f"needed to hold out a validation part; lower --horizon")
 
 
 def data_fingerprint(series: SeriesSet) -> str:
@@ -298,12 +310,15 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
     emit = on_event or (lambda event: None)
     horizon, lookback = config.data.horizon, config.data.lookback
     seed_everything(config.train.seed)
+    lengths = series.lengths()
+    is_validated = validated(lengths, horizon)
+    train_lengths = np.where(is_validated, lengths - horizon, lengths)
     scaler = Scaler.fit(config.data.scaling, series.ids,
-                        [v[: len(v) - horizon] for v in series.values])
+                        [v[:n] for v, n in zip(series.values, train_lengths)])
     scaled = [(v - loc) / scale for v, loc, scale in zip(series.values, scaler.loc, scaler.scale)]
     buffer = SeriesBuffer.build(scaled, lookback, device)
-    train_starts = buffer.training_starts(series.lengths() - horizon, horizon)
-    val_starts = buffer.target_starts(horizon)
+    train_starts = buffer.training_starts(train_lengths, horizon)
+    val_starts = buffer.target_starts(horizon)[torch.from_numpy(is_validated).to(device)]
 
     model = Forecaster(config.model, horizon).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr,
@@ -360,7 +375,8 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
 
     stopped_early = fit.bad_epochs >= config.train.patience
     model.load_state_dict(fit.best_weights)
-    metrics = validation_metrics(model, buffer, val_starts, series, scaler, horizon, autocast)
+    metrics = validation_metrics(model, buffer, val_starts, is_validated, series, scaler, horizon,
+                                 autocast)
     metrics.update({"best_epoch": fit.best_epoch, "best_val_loss": fit.best_val,
                     "epochs_run": fit.epoch, "stopped_early": stopped_early,
                     "device": describe(device)})
@@ -375,13 +391,15 @@ def _write_history(path: Path, history: list[dict]) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def validation_metrics(model, buffer: SeriesBuffer, val_starts: torch.Tensor, series: SeriesSet,
-                       scaler: Scaler, horizon: int, autocast: torch.dtype | None) -> dict:
+def validation_metrics(model, buffer: SeriesBuffer, val_starts: torch.Tensor, is_validated: np.ndarray,
+                       series: SeriesSet, scaler: Scaler, horizon: int,
+                       autocast: torch.dtype | None) -> dict:
     """Model vs naive baselines on the validation part (last `horizon` points), original units."""
     scaled = forecast_windows(model, buffer.inputs, val_starts, autocast).cpu().double().numpy()
-    forecast = scaled * scaler.scale[:, None] + scaler.loc[:, None]
-    actual = np.stack([v[-horizon:] for v in series.values])
-    histories = [v[:-horizon] for v in series.values]
+    forecast = scaled * scaler.scale[is_validated, None] + scaler.loc[is_validated, None]
+    values = [v for v, keep in zip(series.values, is_validated) if keep]
+    actual = np.stack([v[-horizon:] for v in values])
+    histories = [v[:-horizon] for v in values]
     season = season_length(series.freq)
     return {"horizon": horizon, "season_length": season, "n_series": len(series),
-            "validation": compare(actual, forecast, histories, season)}
+            "n_validated": len(values), "validation": compare(actual, forecast, histories, season)}

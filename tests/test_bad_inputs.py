@@ -155,9 +155,15 @@ def test_empty_value_with_fill_error(tmp_path):
 
 
 def test_series_too_short(tmp_path):
-    # horizon 2 -> 2 x 2 + 1 = 5 points needed; 'short' has 4.
-    data, result = train_bad(tmp_path, HEADER + rows("long", 8) + rows("short", 4))
-    error_line(result, str(data), "series 'short'", "4 points", "at least 5")
+    # horizon 2 -> 2 + 1 = 3 points needed for one training window; 'short' has 2.
+    data, result = train_bad(tmp_path, HEADER + rows("long", 8) + rows("short", 2))
+    error_line(result, str(data), "series 'short'", "2 points", "at least 3")
+
+
+def test_no_series_long_enough_to_validate(tmp_path):
+    # horizon 2: validation needs 2 x 2 + 1 = 5 points; both series have 4.
+    data, result = train_bad(tmp_path, HEADER + rows("a", 4) + rows("b", 4))
+    error_line(result, str(data), "5 points", "validation", "--horizon")
 
 
 def test_several_numeric_columns_without_target(tmp_path):

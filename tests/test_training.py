@@ -156,3 +156,21 @@ def test_training_reduces_validation_loss(tmp_path):
     assert history["val_loss"].iloc[-1] < history["val_loss"].iloc[0]
     assert result.best_val_loss == pytest.approx(history["val_loss"].min(), rel=1e-6)
     assert result.best_epoch == int(history["val_loss"].idxmin()) + 1
+
+
+def test_short_series_train_unvalidated_and_get_forecasts(tmp_path):
+    # horizon 12: 'young' has 20 points (< 2 x 12 + 1): it trains on all 20, is not validated,
+    # and still gets a forecast.
+    data = pd.read_csv(SALES)
+    young = data[data["unique_id"] == "store_05"].tail(20).assign(unique_id="young")
+    path = tmp_path / "with_young.csv"
+    pd.concat([data, young]).to_csv(path, index=False)
+    result = train(path, tmp_path / "run", small_config(epochs=1))
+    assert result.metrics["n_series"] == 13 and result.metrics["n_validated"] == 12
+    payload = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    young_index = payload["scaler"]["ids"].index("young")
+    # Its scaler saw all 20 points (none held out).
+    assert payload["scaler"]["loc"][young_index] == pytest.approx(young["y"].mean())
+    out = tmp_path / "f.csv"
+    assert run_cli("predict", path, "--model", tmp_path / "run", "--out", out).exit_code == 0
+    assert (pd.read_csv(out)["unique_id"] == "young").sum() == 12
