@@ -18,7 +18,8 @@ import torch
 
 from .errors import LstmcastError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: "models" (one state dict per ensemble member); 1: one "model"
+READABLE_VERSIONS = (1, 2)
 BEST, LAST = "model.pt", "last.pt"
 
 
@@ -60,7 +61,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # a truncated or foreign file
         raise LstmcastError(f"{path}: not a readable lstmcast checkpoint ({type(exc).__name__})") from None
     version = payload.get("format_version") if isinstance(payload, dict) else None
-    if version != FORMAT_VERSION:
+    if version == 1 and "model" in payload and "optimizer" not in payload:
+        payload["models"] = [payload.pop("model")]
+    if version not in READABLE_VERSIONS:
         raise LstmcastError(f"{path}: checkpoint format {version!r} is not supported by this "
                             f"lstmcast (format {FORMAT_VERSION}); retrain or use a matching version")
     return payload

@@ -74,8 +74,10 @@ class Reporter:
             return
         if isinstance(event, TrainStart):
             resumed = f", resuming at epoch {event.first_epoch}" if event.first_epoch > 1 else ""
-            self.info(f"device {event.device}, precision {event.precision}; {event.n_series} series, "
-                      f"{event.n_windows} training windows, {event.parameters} parameters{resumed}")
+            member = f"member {event.member}/{event.members}: " if event.members > 1 else ""
+            self.info(f"{member}device {event.device}, precision {event.precision}; {event.n_series} "
+                      f"series, {event.n_windows} training windows, {event.parameters} parameters{resumed}")
+            self.close()
             if self.tty:
                 self.progress = Progress(
                     TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -92,7 +94,8 @@ class Reporter:
                                  description=f"epoch {event.epoch}", **fields)
         elif isinstance(event, EpochEnd):
             mark = "  best" if event.improved else ""
-            self.info(f"epoch {event.epoch}/{event.epochs} train_loss={event.train_loss:.5f} "
+            member = f"member {event.member}/{event.members} " if event.members > 1 else ""
+            self.info(f"{member}epoch {event.epoch}/{event.epochs} train_loss={event.train_loss:.5f} "
                       f"val_loss={event.val_loss:.5f} lr={event.lr:.3g} "
                       f"time={event.seconds:.1f}s{mark}")
             if self.progress is not None:

@@ -47,6 +47,7 @@ class ModelConfig:
     hidden_size: int = _key(64, minimum=1)
     layers: int = _key(2, minimum=1)
     dropout: float = _key(0.1, minimum=0.0, maximum=0.95)
+    window_norm: str = _key("none", choices=("none", "standard", "mean"))
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,11 @@ class TrainConfig:
     patience: int = _key(10, minimum=1)
     lr_patience: int = _key(3, minimum=0)
     lr_factor: float = _key(0.5, minimum=0.0, maximum=1.0)
-    loss: str = _key("mse", choices=("mse", "mae", "huber"))
+    loss: str = _key("mse", choices=("mse", "mae", "huber", "smape"))
     precision: str = _key("auto", choices=("auto", "fp32", "bf16"))
     device: str = _key("auto", choices=("auto", "cpu", "cuda", "mps"))
     seed: int = _key(0, minimum=0)
+    ensemble: int = _key(1, minimum=1)
 
 
 @dataclass(frozen=True)

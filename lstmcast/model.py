@@ -18,6 +18,7 @@ class Forecaster(nn.Module):
     def __init__(self, config: ModelConfig, horizon: int, input_size: int = N_FEATURES):
         super().__init__()
         self.horizon = horizon
+        self.window_norm = config.window_norm
         self.encoder = nn.LSTM(input_size, config.hidden_size, num_layers=config.layers,
                                batch_first=True,
                                dropout=config.dropout if config.layers > 1 else 0.0)
@@ -25,10 +26,58 @@ class Forecaster(nn.Module):
         self.head = nn.Linear(config.hidden_size, horizon)
         init_forget_bias(self.encoder)
 
+    def normalized(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forecast in window-normalised units: (prediction, loc, scale), the last two (batch, 1).
+
+        Training computes its loss here, on (target - loc) / scale, so that every window weighs
+        the same whatever the level of its series.
+        """
+        loc, scale = window_stats(inputs, self.window_norm)
+        observed = inputs[..., 1]
+        values = (inputs[..., 0] - loc) / scale * observed     # padding stays 0
+        states, _ = self.encoder(torch.stack([values, observed], dim=-1))  # (batch, lookback, hidden)
+        last = self.dropout(states[:, -1])                     # (batch, hidden)
+        return self.head(last), loc, scale                     # (batch, horizon)
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        states, _ = self.encoder(inputs)               # (batch, lookback, hidden)
-        last = self.dropout(states[:, -1])             # (batch, hidden)
-        return self.head(last)                         # (batch, horizon)
+        """(batch, lookback, features) -> (batch, horizon) in the inputs' units."""
+        prediction, loc, scale = self.normalized(inputs)
+        return prediction.float() * scale + loc
+
+
+def window_stats(inputs: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-window (loc, scale), each (batch, 1), from the observed input values only.
+
+    none: (0, 1). standard: mean and standard deviation. mean: (0, mean |x|), a pure rescaling
+    for positive data (sales, counts), which keeps ratios such as sMAPE unchanged.
+    """
+    values, observed = inputs[..., 0].float(), inputs[..., 1].float()
+    if mode == "none":
+        ones = values.new_ones(values.shape[0], 1)
+        return ones * 0.0, ones
+    count = observed.sum(dim=1, keepdim=True).clamp_min(1.0)
+    mean_abs = (values.abs() * observed).sum(dim=1, keepdim=True) / count
+    if mode == "mean":
+        return torch.zeros_like(mean_abs), mean_abs.clamp_min(1e-6)
+    mean = (values * observed).sum(dim=1, keepdim=True) / count
+    var = ((values - mean) ** 2 * observed).sum(dim=1, keepdim=True) / count
+    # A flat window has no spread: fall back to a small fraction of its level.
+    return mean, (var.sqrt() + 1e-3 * mean_abs).clamp_min(1e-6)
+
+
+class Ensemble(nn.Module):
+    """Members trained with different seeds; the forecast is their element-wise median."""
+
+    def __init__(self, members: list[Forecaster]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.horizon = members[0].horizon
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if len(self.members) == 1:
+            return self.members[0](inputs)
+        forecasts = torch.stack([member(inputs).float() for member in self.members])
+        return forecasts.quantile(0.5, dim=0)                 # (batch, horizon)
 
 
 def init_forget_bias(lstm: nn.LSTM, value: float = 1.0) -> None:

@@ -14,7 +14,7 @@ from .config import Config, config_from_dict
 from .data import Columns, SeriesSet, read_series
 from .device import autocast_dtype, resolve_device
 from .errors import LstmcastError
-from .model import Forecaster, forecast_windows
+from .model import Ensemble, Forecaster, forecast_windows
 from .scaling import Scaler
 from .windows import SeriesBuffer
 
@@ -24,7 +24,7 @@ class Run:
     """A trained run, ready to forecast."""
 
     path: Path
-    model: Forecaster
+    model: Ensemble
     config: Config
     scaler: Scaler
     columns: Columns
@@ -44,8 +44,11 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     payload = load_checkpoint(run_dir / BEST)
     config = config_from_dict(payload["config"])
     target = resolve_device(device)
-    model = Forecaster(config.model, config.data.horizon)
-    model.load_state_dict(payload["model"])
+    members = []
+    for weights in payload["models"]:
+        members.append(Forecaster(config.model, config.data.horizon))
+        members[-1].load_state_dict(weights)
+    model = Ensemble(members)
     return Run(run_dir, model.to(target).eval(), config, Scaler.from_dict(payload["scaler"]),
                Columns.from_dict(payload["columns"]), payload["freq"], target)
 

@@ -29,7 +29,7 @@ from .data import SeriesSet, read_series
 from .device import autocast_dtype, describe, resolve_device, seed_everything
 from .errors import LstmcastError
 from .metrics import compare, season_length
-from .model import Forecaster, count_parameters, forecast_windows
+from .model import Ensemble, Forecaster, count_parameters, forecast_windows
 from .scaling import Scaler
 from .windows import SeriesBuffer
 
@@ -41,6 +41,8 @@ LOSS_EVERY = 50  # steps between running-loss reports (each one is a device sync
 
 @dataclass
 class TrainStart:
+    member: int       # ensemble member, 1-based (always 1 without an ensemble)
+    members: int
     device: str
     precision: str
     n_series: int
@@ -53,6 +55,7 @@ class TrainStart:
 
 @dataclass
 class Step:
+    member: int
     epoch: int
     step: int
     steps: int
@@ -61,6 +64,8 @@ class Step:
 
 @dataclass
 class EpochEnd:
+    member: int
+    members: int
     epoch: int
     epochs: int
     train_loss: float
@@ -73,9 +78,9 @@ class EpochEnd:
 @dataclass
 class TrainResult:
     run_dir: Path
-    best_epoch: int
-    best_val_loss: float
-    epochs_run: int
+    best_epoch: int         # of the last member
+    best_val_loss: float    # of the last member
+    epochs_run: int         # of the last member
     stopped_early: bool
     metrics: dict
 
@@ -83,8 +88,13 @@ class TrainResult:
 Callback = Callable[[object], None]
 
 
-def _loss_fn(name: str):
-    return {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss}[name]
+def smape_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """sMAPE / 100 (0..2). Scale-free, so with window_norm mean and data.scaling none it is the
+    competition metric itself; with a shifting normalisation it is only a proxy."""
+    return (2 * (prediction - target).abs() / (prediction.abs() + target.abs() + 1e-8)).mean()
+
+
+LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss, "smape": smape_loss}
 
 
 def minimum_length(horizon: int) -> int:
@@ -197,8 +207,8 @@ def run_epoch(model, optimizer, buffer: SeriesBuffer, starts: torch.Tensor, hori
         inputs, targets = buffer.windows(starts[rows], horizon)  # (B, L, F), (B, H)
         with torch.autocast(device.type, dtype=autocast or torch.float32,
                             enabled=autocast is not None):
-            prediction = model(inputs)
-        loss = loss_fn(prediction.float(), targets)
+            prediction, loc, scale = model.normalized(inputs)
+        loss = loss_fn(prediction.float(), (targets - loc) / scale)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip > 0:
@@ -212,10 +222,17 @@ def run_epoch(model, optimizer, buffer: SeriesBuffer, starts: torch.Tensor, hori
 
 @torch.no_grad()
 def validation_loss(model, buffer: SeriesBuffer, starts: torch.Tensor, horizon: int, loss_fn,
-                    autocast: torch.dtype | None) -> float:
-    forecast = forecast_windows(model, buffer.inputs, starts, autocast)
-    index = starts[:, None] + buffer.lookback + torch.arange(horizon, device=starts.device)
-    return float(loss_fn(forecast, buffer.values[index]))
+                    autocast: torch.dtype | None, batch_size: int = 4096) -> float:
+    """The training loss (window-normalised units) on the validation windows."""
+    model.eval()
+    total = torch.zeros((), device=starts.device)
+    for chunk in torch.split(starts, batch_size):
+        inputs, targets = buffer.windows(chunk, horizon)
+        with torch.autocast(chunk.device.type, dtype=autocast or torch.float32,
+                            enabled=autocast is not None):
+            prediction, loc, scale = model.normalized(inputs)
+        total += loss_fn(prediction.float(), (targets - loc) / scale) * len(chunk)
+    return float(total) / max(len(starts), 1)
 
 
 def _check_resume(out: Path, config: Config, fingerprint: str, data_path: Path) -> dict:
@@ -242,7 +259,6 @@ class _Fit:
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
     generator: torch.Generator
     best_weights: dict
-    history: list = dataclasses.field(default_factory=list)
     best_val: float = math.inf
     best_epoch: int = 0
     bad_epochs: int = 0
@@ -253,7 +269,6 @@ class _Fit:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"], self.generator)
-        self.history = [dict(row) for row in state["history"]]
         self.best_val, self.best_epoch = state["best_val"], state["best_epoch"]
         self.bad_epochs, self.epoch = state["bad_epochs"], state["epoch"]
         self.best_weights = best_weights
@@ -261,7 +276,7 @@ class _Fit:
     def resumable(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": _rng_state(self.generator),
-                "epoch": self.epoch, "history": self.history, "best_val": self.best_val,
+                "epoch": self.epoch, "best_val": self.best_val,
                 "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
 
 
@@ -286,8 +301,7 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
     fresh = not work.exists()
     work.mkdir(parents=True, exist_ok=True)
     try:
-        result = _train_in(work, series, config, device, autocast, fingerprint, state,
-                           None if state is None else load_checkpoint(out / BEST)["model"], on_event)
+        result = _train_in(work, series, config, device, autocast, fingerprint, state, on_event)
     except LstmcastError:
         # A run that failed for a reason the user must fix leaves nothing half-made behind; a
         # resumed run keeps its earlier epochs.
@@ -303,13 +317,27 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
     return result
 
 
+def _new_fit(config: Config, horizon: int, device: torch.device, seed: int) -> _Fit:
+    seed_everything(seed)
+    model = Forecaster(config.model, horizon).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr,
+                                  weight_decay=config.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=config.train.lr_factor, patience=config.train.lr_patience)
+    return _Fit(model, optimizer, scheduler, torch.Generator().manual_seed(seed),
+                copy.deepcopy(model.state_dict()))
+
+
 def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.device,
               autocast: torch.dtype | None, fingerprint: str, state: dict | None,
-              best_weights: dict | None, on_event: Callback | None) -> TrainResult:
-    """Scale, lay the series out on the device, run the epochs, write the run files into `work`."""
+              on_event: Callback | None) -> TrainResult:
+    """Scale, lay the series out on the device, train each ensemble member, write the run files.
+
+    model.pt holds the best weights of every member trained so far; last.pt the finished members
+    plus the full state of the one in training, so --resume can pick up inside any member.
+    """
     emit = on_event or (lambda event: None)
-    horizon, lookback = config.data.horizon, config.data.lookback
-    seed_everything(config.train.seed)
+    horizon, lookback, members = config.data.horizon, config.data.lookback, config.train.ensemble
     lengths = series.lengths()
     is_validated = validated(lengths, horizon)
     train_lengths = np.where(is_validated, lengths - horizon, lengths)
@@ -319,75 +347,76 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
     buffer = SeriesBuffer.build(scaled, lookback, device)
     train_starts = buffer.training_starts(train_lengths, horizon)
     val_starts = buffer.target_starts(horizon)[torch.from_numpy(is_validated).to(device)]
-
-    model = Forecaster(config.model, horizon).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr,
-                                  weight_decay=config.train.weight_decay)
-    fit = _Fit(model, optimizer,
-               torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=config.train.lr_factor,
-                                                          patience=config.train.lr_patience),
-               torch.Generator().manual_seed(config.train.seed), copy.deepcopy(model.state_dict()))
-    if state is not None:
-        fit.restore(state, best_weights)
-    loss_fn = _loss_fn(config.train.loss)
+    loss_fn = LOSSES[config.train.loss]
     meta = {"config": config.to_dict(), "scaler": scaler.to_dict(),
             "columns": series.columns.to_dict(), "freq": series.freq,
             "series_ids": list(series.ids),
             "last_timestamps": [series.last_time(i).isoformat() for i in range(len(series))],
             "versions": {"lstmcast": __version__, "torch": str(torch.__version__)},
             "data_fingerprint": fingerprint}
-
     atomic_write_text(work / "config.yaml", config.to_yaml())
-    steps = math.ceil(len(train_starts) / config.train.batch_size)
-    emit(TrainStart(describe(device), "bf16" if autocast else "fp32", len(series),
-                    len(train_starts), count_parameters(model), config.train.epochs, steps,
-                    fit.epoch + 1))
-    while fit.epoch < config.train.epochs and fit.bad_epochs < config.train.patience:
-        fit.epoch += 1
-        epoch, started = fit.epoch, time.perf_counter()
 
-        def on_step(step, steps, total, epoch=epoch):
-            report = step % LOSS_EVERY == 0 or step == steps
-            done = min(step * config.train.batch_size, len(train_starts))
-            emit(Step(epoch, step, steps, float(total) / done if report else None))
+    done: list[dict] = [] if state is None else list(state["members_done"])
+    history: list[dict] = [] if state is None else [dict(r) for r in state["history"]]
+    for member in range(len(done) + 1, members + 1):
+        fit = _new_fit(config, horizon, device, config.train.seed + member - 1)
+        if state is not None and state["member"] == member:
+            fit.restore(state, load_checkpoint(work / BEST)["models"][member - 1])
+        steps = math.ceil(len(train_starts) / config.train.batch_size)
+        emit(TrainStart(member, members, describe(device), "bf16" if autocast else "fp32",
+                        len(series), len(train_starts), count_parameters(fit.model),
+                        config.train.epochs, steps, fit.epoch + 1))
+        while fit.epoch < config.train.epochs and fit.bad_epochs < config.train.patience:
+            fit.epoch += 1
+            epoch, started = fit.epoch, time.perf_counter()
 
-        train_loss = run_epoch(model, optimizer, buffer, train_starts, horizon,
-                               config.train.batch_size, loss_fn, config.train.clip, autocast,
-                               fit.generator, on_step if on_event else None)
-        val_loss = validation_loss(model, buffer, val_starts, horizon, loss_fn, autocast)
-        if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-            raise LstmcastError(f"training diverged at epoch {epoch} (train loss {train_loss}, "
-                                f"validation loss {val_loss}); lower train.lr or use data.scaling=standard")
-        fit.scheduler.step(val_loss)
-        improved = val_loss < fit.best_val
-        if improved:
-            fit.best_val, fit.best_epoch, fit.bad_epochs = val_loss, epoch, 0
-            fit.best_weights = copy.deepcopy(model.state_dict())
-            save_checkpoint({**meta, "model": fit.best_weights, "epoch": epoch}, work / BEST)
-        else:
-            fit.bad_epochs += 1
-        seconds, lr = time.perf_counter() - started, optimizer.param_groups[0]["lr"]
-        fit.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                            "lr": lr, "seconds": round(seconds, 4)})
-        _write_history(work / "history.csv", fit.history)
-        save_checkpoint({**meta, **fit.resumable()}, work / LAST)
-        emit(EpochEnd(epoch, config.train.epochs, train_loss, val_loss, lr, seconds, improved))
+            def on_step(step, steps, total, epoch=epoch, member=member):
+                report = step % LOSS_EVERY == 0 or step == steps
+                seen = min(step * config.train.batch_size, len(train_starts))
+                emit(Step(member, epoch, step, steps, float(total) / seen if report else None))
 
-    stopped_early = fit.bad_epochs >= config.train.patience
-    model.load_state_dict(fit.best_weights)
+            train_loss = run_epoch(fit.model, fit.optimizer, buffer, train_starts, horizon,
+                                   config.train.batch_size, loss_fn, config.train.clip, autocast,
+                                   fit.generator, on_step if on_event else None)
+            val_loss = validation_loss(fit.model, buffer, val_starts, horizon, loss_fn, autocast)
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                raise LstmcastError(f"training diverged at epoch {epoch} (train loss {train_loss}, "
+                                    f"validation loss {val_loss}); lower train.lr or use "
+                                    f"data.scaling=standard")
+            fit.scheduler.step(val_loss)
+            improved = val_loss < fit.best_val
+            if improved:
+                fit.best_val, fit.best_epoch, fit.bad_epochs = val_loss, epoch, 0
+                fit.best_weights = copy.deepcopy(fit.model.state_dict())
+                save_checkpoint({**meta, "models": [*done, fit.best_weights]}, work / BEST)
+            else:
+                fit.bad_epochs += 1
+            seconds, lr = time.perf_counter() - started, fit.optimizer.param_groups[0]["lr"]
+            history.append({"member": member, "epoch": epoch, "train_loss": train_loss,
+                            "val_loss": val_loss, "lr": lr, "seconds": round(seconds, 4)})
+            _write_history(work / "history.csv", history)
+            save_checkpoint({**meta, **fit.resumable(), "member": member, "members_done": done,
+                             "history": history}, work / LAST)
+            emit(EpochEnd(member, members, epoch, config.train.epochs, train_loss, val_loss, lr,
+                          seconds, improved))
+        done.append(fit.best_weights)
+
+    model = Ensemble([Forecaster(config.model, horizon) for _ in done]).to(device)
+    for member, weights in zip(model.members, done):
+        member.load_state_dict(weights)
     metrics = validation_metrics(model, buffer, val_starts, is_validated, series, scaler, horizon,
                                  autocast)
-    metrics.update({"best_epoch": fit.best_epoch, "best_val_loss": fit.best_val,
-                    "epochs_run": fit.epoch, "stopped_early": stopped_early,
+    metrics.update({"members": members, "best_epoch": fit.best_epoch, "best_val_loss": fit.best_val,
+                    "epochs_run": fit.epoch, "stopped_early": fit.bad_epochs >= config.train.patience,
                     "device": describe(device)})
     atomic_write_text(work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return TrainResult(work, fit.best_epoch, fit.best_val, fit.epoch, stopped_early, metrics)
+    return TrainResult(work, fit.best_epoch, fit.best_val, fit.epoch, metrics["stopped_early"], metrics)
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
-    lines = ["epoch,train_loss,val_loss,lr,seconds"]
-    lines += [f"{h['epoch']},{h['train_loss']:.8g},{h['val_loss']:.8g},{h['lr']:.6g},{h['seconds']}"
-              for h in history]
+    lines = ["member,epoch,train_loss,val_loss,lr,seconds"]
+    lines += [f"{h['member']},{h['epoch']},{h['train_loss']:.8g},{h['val_loss']:.8g},{h['lr']:.6g},"
+              f"{h['seconds']}" for h in history]
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 

@@ -15,7 +15,8 @@ def test_run_directory_files(sales_run):
     names = sorted(p.name for p in sales_run.iterdir())
     assert names == ["config.yaml", "history.csv", "last.pt", "metrics.json", "model.pt"]
     history = pd.read_csv(sales_run / "history.csv")
-    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "lr", "seconds"]
+    assert list(history.columns) == ["member", "epoch", "train_loss", "val_loss", "lr", "seconds"]
+    assert history["member"].tolist() == [1, 1, 1]
     assert history["epoch"].tolist() == [1, 2, 3]
     assert np.isfinite(history[["train_loss", "val_loss", "lr"]].to_numpy()).all()
     config = yaml.safe_load((sales_run / "config.yaml").read_text())
@@ -131,7 +132,7 @@ def test_module_entry_point(tmp_path):
 def test_checkpoint_loads_weights_only(sales_run):
     for name in ("model.pt", "last.pt"):
         payload = torch.load(sales_run / name, map_location="cpu", weights_only=True)
-        assert payload["format_version"] == 1
+        assert payload["format_version"] == 2
         assert payload["freq"] == "MS" and payload["columns"]["time_col"] == "ds"
         assert len(payload["scaler"]["loc"]) == 12 and payload["series_ids"][0] == "store_01"
         assert payload["last_timestamps"][0].startswith("2024-12-01")

@@ -31,7 +31,7 @@ def test_train_on_gpu_predict_on_cpu_and_gpu(tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "device cuda" in result.stderr and "precision bf16" in result.stderr
     payload = torch.load(run / "model.pt", map_location="cpu", weights_only=True)
-    assert all(t.device.type == "cpu" for t in payload["model"].values())
+    assert all(t.device.type == "cpu" for t in payload["models"][0].values())
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["device"].startswith("cuda")
     assert all(np.isfinite(v) for v in metrics["validation"]["model"].values())

@@ -23,8 +23,10 @@ def small_config(**train_keys) -> Config:
     return load_config(None, overrides)
 
 
-def weights(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+def weights(path, member: int = 0) -> dict:
+    """model.pt: a member's best weights; last.pt: the weights of the member in training."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    return payload["models"][member] if "models" in payload else payload["model"]
 
 
 def assert_same_weights(a, b, atol=0.0):
@@ -174,3 +176,42 @@ def test_short_series_train_unvalidated_and_get_forecasts(tmp_path):
     out = tmp_path / "f.csv"
     assert run_cli("predict", path, "--model", tmp_path / "run", "--out", out).exit_code == 0
     assert (pd.read_csv(out)["unique_id"] == "young").sum() == 12
+
+
+def test_ensemble_members_and_median(tmp_path):
+    config = small_config(epochs=2, ensemble=3)
+    train(SALES, tmp_path / "run", config)
+    payload = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert len(payload["models"]) == 3
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert history["member"].tolist() == [1, 1, 2, 2, 3, 3]
+    # Members differ (seeds 0, 1, 2) and the forecast is their element-wise median.
+    from lstmcast.predict import forecast, load_run, read_for_run
+    run = load_run(tmp_path / "run")
+    series = read_for_run(run, SALES)
+    together = forecast(run, series)
+    apart = []
+    for member in run.model.members:
+        run.model.members = torch.nn.ModuleList([member])
+        apart.append(forecast(run, series))
+    apart = np.stack(apart)
+    assert not np.allclose(apart[0], apart[1])
+    np.testing.assert_allclose(together, np.median(apart, axis=0), rtol=1e-5, atol=1e-4)
+
+
+def test_ensemble_resume_inside_the_second_member(tmp_path):
+    config = small_config(epochs=2, ensemble=2)
+    train(SALES, tmp_path / "full", config)
+
+    def kill(event):
+        if isinstance(event, Step) and event.member == 2 and event.epoch == 2 and event.step == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(SALES, tmp_path / "cut", config, on_event=kill)
+    train(SALES, tmp_path / "cut", config, resume=True)
+    for member in (0, 1):
+        assert_same_weights(weights(tmp_path / "full" / "model.pt", member),
+                            weights(tmp_path / "cut" / "model.pt", member), atol=1e-6)
+    a, b = pd.read_csv(tmp_path / "full" / "history.csv"), pd.read_csv(tmp_path / "cut" / "history.csv")
+    assert a["member"].tolist() == b["member"].tolist() == [1, 1, 2, 2]
