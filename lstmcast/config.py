@@ -65,6 +65,7 @@ class TrainConfig:
     device: str = _key("auto", choices=("auto", "cpu", "cuda", "mps"))
     seed: int = _key(0, minimum=0)
     ensemble: int = _key(1, minimum=1)
+    refit_epochs: int = _key(0, minimum=0)
 
 
 @dataclass(frozen=True)

@@ -264,19 +264,19 @@ class _Fit:
     bad_epochs: int = 0
     epoch: int = 0  # last finished epoch
 
-    def restore(self, state: dict, best_weights: dict) -> None:
+    def restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"], self.generator)
         self.best_val, self.best_epoch = state["best_val"], state["best_epoch"]
         self.bad_epochs, self.epoch = state["bad_epochs"], state["epoch"]
-        self.best_weights = best_weights
+        self.best_weights = state["best_weights"]
 
     def resumable(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": _rng_state(self.generator),
-                "epoch": self.epoch, "best_val": self.best_val,
+                "epoch": self.epoch, "best_val": self.best_val, "best_weights": self.best_weights,
                 "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
 
 
@@ -356,12 +356,17 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
             "data_fingerprint": fingerprint}
     atomic_write_text(work / "config.yaml", config.to_yaml())
 
+    # With refit, `done` holds the refitted weights that forecast and `held_out` the weights
+    # chosen on the validation part, which alone give honest validation metrics.
+    refit = config.train.refit_epochs
+    all_starts = buffer.training_starts(lengths, horizon) if refit else None
     done: list[dict] = [] if state is None else list(state["members_done"])
+    held_out: list[dict] = [] if state is None else list(state["members_held_out"])
     history: list[dict] = [] if state is None else [dict(r) for r in state["history"]]
     for member in range(len(done) + 1, members + 1):
         fit = _new_fit(config, horizon, device, config.train.seed + member - 1)
         if state is not None and state["member"] == member:
-            fit.restore(state, load_checkpoint(work / BEST)["models"][member - 1])
+            fit.restore(state)
         steps = math.ceil(len(train_starts) / config.train.batch_size)
         emit(TrainStart(member, members, describe(device), "bf16" if autocast else "fp32",
                         len(series), len(train_starts), count_parameters(fit.model),
@@ -396,17 +401,31 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
                             "val_loss": val_loss, "lr": lr, "seconds": round(seconds, 4)})
             _write_history(work / "history.csv", history)
             save_checkpoint({**meta, **fit.resumable(), "member": member, "members_done": done,
-                             "history": history}, work / LAST)
+                             "members_held_out": held_out, "history": history}, work / LAST)
             emit(EpochEnd(member, members, epoch, config.train.epochs, train_loss, val_loss, lr,
                           seconds, improved))
-        done.append(fit.best_weights)
+        held_out.append(fit.best_weights)
+        if refit:
+            fit.model.load_state_dict(fit.best_weights)
+            for extra in range(1, refit + 1):
+                started = time.perf_counter()
+                train_loss = run_epoch(fit.model, fit.optimizer, buffer, all_starts, horizon,
+                                       config.train.batch_size, loss_fn, config.train.clip, autocast,
+                                       fit.generator)
+                history.append({"member": member, "epoch": fit.epoch + extra, "train_loss": train_loss,
+                                "val_loss": float("nan"), "lr": fit.optimizer.param_groups[0]["lr"],
+                                "seconds": round(time.perf_counter() - started, 4)})
+                _write_history(work / "history.csv", history)
+            save_checkpoint({**meta, "models": [*done, fit.model.state_dict()]}, work / BEST)
+        done.append(copy.deepcopy(fit.model.state_dict()) if refit else fit.best_weights)
 
-    model = Ensemble([Forecaster(config.model, horizon) for _ in done]).to(device)
-    for member, weights in zip(model.members, done):
+    model = Ensemble([Forecaster(config.model, horizon) for _ in held_out]).to(device)
+    for member, weights in zip(model.members, held_out):
         member.load_state_dict(weights)
     metrics = validation_metrics(model, buffer, val_starts, is_validated, series, scaler, horizon,
                                  autocast)
-    metrics.update({"members": members, "best_epoch": fit.best_epoch, "best_val_loss": fit.best_val,
+    metrics.update({"members": members, "refit_epochs": refit, "best_epoch": fit.best_epoch,
+                    "best_val_loss": fit.best_val,
                     "epochs_run": fit.epoch, "stopped_early": fit.bad_epochs >= config.train.patience,
                     "device": describe(device)})
     atomic_write_text(work / "metrics.json", json.dumps(metrics, indent=2) + "\n")

@@ -215,3 +215,39 @@ def test_ensemble_resume_inside_the_second_member(tmp_path):
                             weights(tmp_path / "cut" / "model.pt", member), atol=1e-6)
     a, b = pd.read_csv(tmp_path / "full" / "history.csv"), pd.read_csv(tmp_path / "cut" / "history.csv")
     assert a["member"].tolist() == b["member"].tolist() == [1, 1, 2, 2]
+
+
+def test_refit_trains_on_the_validation_part_too(tmp_path):
+    plain = train(SALES, tmp_path / "plain", small_config(epochs=2))
+    refit = train(SALES, tmp_path / "refit", small_config(epochs=2, refit_epochs=1))
+    history = pd.read_csv(tmp_path / "refit" / "history.csv")
+    assert history["epoch"].tolist() == [1, 2, 3]
+    assert history["val_loss"].iloc[:2].notna().all() and np.isnan(history["val_loss"].iloc[2])
+    # The same two epochs first (same seed), then one more over every window: other weights.
+    assert not torch.equal(weights(tmp_path / "plain" / "model.pt")["head.weight"],
+                           weights(tmp_path / "refit" / "model.pt")["head.weight"])
+    # metrics.json stays honest: it scores the weights chosen before the refit saw the data.
+    assert refit.metrics["refit_epochs"] == 1
+    assert refit.metrics["validation"] == plain.metrics["validation"]
+
+
+@pytest.mark.parametrize("window_norm", ["none", "standard", "mean"])
+def test_head_corrects_the_naive_forecast(window_norm):
+    config = load_config(None, {"model.hidden_size": 6, "model.window_norm": window_norm})
+    model = Forecaster(config.model, horizon=4).eval()
+    torch.nn.init.zeros_(model.head.weight)
+    torch.nn.init.zeros_(model.head.bias)
+    values = torch.tensor([[0.0, 0.0, 3.0, 5.0, 4.0], [1.0, 2.0, 8.0, 2.0, 7.0]])
+    observed = torch.tensor([[0.0, 0.0, 1.0, 1.0, 1.0], [1.0] * 5])
+    forecast = model(torch.stack([values, observed], dim=-1))
+    # With no correction from the head, every step is the last observed value, in input units.
+    torch.testing.assert_close(forecast, torch.tensor([[4.0] * 4, [7.0] * 4]), rtol=1e-5, atol=1e-5)
+
+
+def test_window_stats_ignore_padding():
+    from lstmcast.model import window_stats
+    inputs = torch.stack([torch.tensor([[9.0, 2.0, 4.0]]), torch.tensor([[0.0, 1.0, 1.0]])], dim=-1)
+    loc, scale = window_stats(inputs, "standard")
+    assert loc.item() == pytest.approx(3.0) and scale.item() == pytest.approx(1.0 + 3e-3)
+    loc, scale = window_stats(inputs, "mean")
+    assert loc.item() == 0.0 and scale.item() == pytest.approx(3.0)
