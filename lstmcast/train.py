@@ -189,6 +189,15 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def window_loss(model, inputs: torch.Tensor, targets: torch.Tensor, loss_fn,
+                autocast: torch.dtype | None) -> torch.Tensor:
+    """The loss on the window-normalised scale: every window weighs the same, whatever its level."""
+    with torch.autocast(inputs.device.type, dtype=autocast or torch.float32,
+                        enabled=autocast is not None):
+        prediction, loc, scale = model.normalized(inputs)
+    return loss_fn(prediction.float(), (targets - loc) / scale)
+
+
 def run_epoch(model, optimizer, buffer: SeriesBuffer, starts: torch.Tensor, horizon: int,
               batch_size: int, loss_fn, clip: float, autocast: torch.dtype | None,
               generator: torch.Generator, on_step: Callable[[int, int, torch.Tensor], None] | None
@@ -205,10 +214,7 @@ def run_epoch(model, optimizer, buffer: SeriesBuffer, starts: torch.Tensor, hori
     total = torch.zeros((), device=device)
     for step, rows in enumerate(torch.split(order, batch_size), start=1):
         inputs, targets = buffer.windows(starts[rows], horizon)  # (B, L, F), (B, H)
-        with torch.autocast(device.type, dtype=autocast or torch.float32,
-                            enabled=autocast is not None):
-            prediction, loc, scale = model.normalized(inputs)
-        loss = loss_fn(prediction.float(), (targets - loc) / scale)
+        loss = window_loss(model, inputs, targets, loss_fn, autocast)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip > 0:
@@ -228,10 +234,7 @@ def validation_loss(model, buffer: SeriesBuffer, starts: torch.Tensor, horizon: 
     total = torch.zeros((), device=starts.device)
     for chunk in torch.split(starts, batch_size):
         inputs, targets = buffer.windows(chunk, horizon)
-        with torch.autocast(chunk.device.type, dtype=autocast or torch.float32,
-                            enabled=autocast is not None):
-            prediction, loc, scale = model.normalized(inputs)
-        total += loss_fn(prediction.float(), (targets - loc) / scale) * len(chunk)
+        total += window_loss(model, inputs, targets, loss_fn, autocast) * len(chunk)
     return float(total) / max(len(starts), 1)
 
 
