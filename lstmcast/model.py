@@ -33,9 +33,12 @@ class Forecaster(nn.Module):
         the same whatever the level of its series.
         """
         loc, scale = window_stats(inputs, self.window_norm)
-        observed = inputs[..., 1]
-        values = (inputs[..., 0] - loc) / scale * observed     # padding stays 0
-        states, _ = self.encoder(torch.stack([values, observed], dim=-1))  # (batch, lookback, hidden)
+        if self.window_norm != "none":
+            observed = inputs[..., 1]
+            values = (inputs[..., 0] - loc) / scale * observed  # padding stays 0
+            inputs = torch.stack([values, observed], dim=-1)
+        states, _ = self.encoder(inputs)                       # (batch, lookback, hidden)
+        values = inputs[..., 0]
         last = self.dropout(states[:, -1])                     # (batch, hidden)
         # The head learns a correction to the naive forecast (the last observed value): an
         # untrained model already forecasts like naive, which keeps ratio losses (sMAPE) out of
