@@ -105,7 +105,7 @@ def main() -> None:
     buffer, starts = make_buffer(args, device)
 
     config = load_config(None, {"model.hidden_size": args.hidden, "model.layers": args.layers})
-    model = Forecaster(config.model, args.horizon).to(device)
+    model = Forecaster(config.model, args.horizon, args.lookback).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     bare = Bare(args.hidden, args.layers, args.horizon).to(device)
     bare_optimizer = torch.optim.AdamW(bare.parameters(), lr=1e-3)

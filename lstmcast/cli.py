@@ -28,6 +28,8 @@ from . import __version__
 from .config import Config, config_from_dict, load_config, parse_set
 from .errors import LstmcastError
 from .evaluate import evaluate as evaluate_run
+from .plot import plot_forecasts
+from .plot import plot_history as plot_history_run
 from .predict import predict as predict_run
 from .train import EpochEnd, Step, TrainStart
 from .train import train as train_run
@@ -119,6 +121,23 @@ class Reporter:
             table.add_column(name, justify="right")
         for who, values in metrics.items():
             table.add_row(who, *(f"{values[n]:.4g}" for n in names))
+        Console(file=sys.stdout if stdout else sys.stderr).print(table)
+
+    def window_table(self, title: str, per_window: list[dict], stdout: bool = False) -> None:
+        """Backtest windows, oldest first: one row per window, sMAPE and MASE of each forecaster."""
+        if self.quiet:
+            return
+        table = Table(title=title)
+        for name in ("window", "before end", "series"):
+            table.add_column(name, justify="right")
+        columns = [(who, metric) for metric in ("smape", "mase")
+                   for who in ("model", "naive", "seasonal_naive")]
+        for who, metric in columns:
+            table.add_column(f"{metric}\n{'snaive' if who == 'seasonal_naive' else who}", justify="right")
+        for row in per_window:
+            metrics = row["metrics"]
+            table.add_row(str(row["window"]), str(row["steps_before_end"]), str(row["n_series"]),
+                          *(f"{metrics[who][metric]:.4g}" if metrics else "-" for who, metric in columns))
         Console(file=sys.stdout if stdout else sys.stderr).print(table)
 
 
@@ -213,17 +232,68 @@ def evaluate(
     out: Path | None = typer.Option(None, "--out", help="Write the metrics as JSON here."),
     season: int | None = typer.Option(None, "--season-length",
                                       help="Seasonal period for seasonal naive and MASE (default: by frequency)."),
+    windows: int = typer.Option(1, "--windows",
+                                help="Backtest windows (forecast origins) per series; 1 = the last horizon only."),
+    step: int | None = typer.Option(None, "--step", help="Steps between window origins (default: the horizon)."),
     device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
     """Score the model on held-out data against naive and seasonal-naive baselines."""
     def body():
-        result = evaluate_run(data, model, out, device=device, season=season)
+        result = evaluate_run(data, model, out, device=device, season=season, windows=windows, step=step)
         reporter = Reporter(quiet)
-        reporter.table(f"{result['n_series']} series, last {result['horizon']} held out, "
-                       f"season {result['season_length']}", result["metrics"], stdout=True)
+        n, horizon, season_ = result["n_series"], result["horizon"], result["season_length"]
+        if result["windows"] == 1:
+            title = f"{n} series, last {horizon} held out, season {season_}"
+        else:
+            title = f"{n} series, {result['windows']} windows of {horizon} every {result['step']}, season {season_}"
+        reporter.table(title, result["metrics"], stdout=True)
+        if result["windows"] > 1:
+            reporter.window_table("per window, oldest first (before end: steps from the last window)",
+                                  result["per_window"], stdout=True)
         if out is not None:
             reporter.info(f"metrics written to {out}")
+
+    _guard(body)
+
+
+@app.command()
+def plot(
+    data: Path = typer.Argument(..., help="CSV with the history to forecast from."),
+    model: Path = typer.Option(..., "--model", help="Run directory made by 'lstmcast train'."),
+    out: Path = typer.Option(..., "--out", help="Figure to write: .png, .svg or .pdf."),
+    series: List[str] | None = typer.Option(None, "--series",
+                                            help="Series id to plot; repeatable or a comma list (default: first 6)."),
+    history: int | None = typer.Option(None, "--history",
+                                       help="Past points shown per series (default 4 x horizon, at least lookback)."),
+    device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|mps."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
+) -> None:
+    """Draw each series' recent history and its forecast into one figure."""
+    def body():
+        ids = [s.strip() for item in series for s in item.split(",") if s.strip()] if series else None
+        result = plot_forecasts(data, model, out, series_ids=ids, history=history, device=device)
+        if not quiet:
+            more = (f" ({result.left_out} more not shown; choose with --series)"
+                    if result.left_out and ids is None else "")
+            print(f"wrote forecasts of {len(result.series_ids)} series to {result.path}{more}", file=sys.stderr)
+
+    _guard(body)
+
+
+@app.command("plot-history")
+def plot_history(
+    run_dir: Path = typer.Argument(..., help="Run directory made by 'lstmcast train'."),
+    out: Path = typer.Option(..., "--out", help="Figure to write: .png, .svg or .pdf."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
+) -> None:
+    """Draw training and validation loss per epoch, and the learning rate, from history.csv."""
+    def body():
+        result = plot_history_run(run_dir, out)
+        if not quiet:
+            what = (f"{len(result.members)} members, {result.epochs} epochs in all" if len(result.members) > 1
+                    else f"{result.epochs} epochs")
+            print(f"wrote training history ({what}) to {result.path}", file=sys.stderr)
 
     _guard(body)
 

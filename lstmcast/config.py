@@ -18,10 +18,11 @@ from .errors import LstmcastError
 
 
 def _key(default: Any, *, choices: tuple | None = None, minimum: float | None = None,
-         maximum: float | None = None, nullable: bool = False, kind: type | None = None):
-    """A config field with its validation rules kept next to its default."""
+         maximum: float | None = None, nullable: bool = False, kind: type | None = None,
+         items: type = str):
+    """A config field with its validation rules kept next to its default (`items`: of a list)."""
     meta = {"choices": choices, "minimum": minimum, "maximum": maximum, "nullable": nullable,
-            "kind": kind if kind is not None else type(default)}
+            "kind": kind if kind is not None else type(default), "items": items}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -60,12 +61,14 @@ class TrainConfig:
     patience: int = _key(10, minimum=1)
     lr_patience: int = _key(3, minimum=0)
     lr_factor: float = _key(0.5, minimum=0.0, maximum=1.0)
-    loss: str = _key("mse", choices=("mse", "mae", "huber", "smape"))
+    loss: str = _key("mse", choices=("mse", "mae", "huber", "smape", "mase"))
     precision: str = _key("auto", choices=("auto", "fp32", "bf16"))
     device: str = _key("auto", choices=("auto", "cpu", "cuda", "mps"))
     seed: int = _key(0, minimum=0)
     ensemble: int = _key(1, minimum=1)
     refit_epochs: int = _key(0, minimum=0)
+    ensemble_lookbacks: list | None = _key(None, nullable=True, kind=list, items=int, minimum=1)
+    max_windows_per_series: int | None = _key(None, minimum=1, nullable=True, kind=int)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,26 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        lookbacks = self.train.ensemble_lookbacks
+        if lookbacks and len(lookbacks) > self.train.ensemble:
+            raise LstmcastError(f"train.ensemble_lookbacks lists {len(lookbacks)} lookbacks but "
+                                f"train.ensemble is {self.train.ensemble}; set train.ensemble to at "
+                                f"least {len(lookbacks)} (lookbacks are cycled over the members)")
+
+    def member_lookback(self, member: int) -> int:
+        """Input length of ensemble member `member` (1-based): train.ensemble_lookbacks cycled,
+        else data.lookback."""
+        lookbacks = self.train.ensemble_lookbacks
+        if lookbacks:
+            return int(lookbacks[(member - 1) % len(lookbacks)])
+        return self.data.resolved_lookback
+
+    @property
+    def input_length(self) -> int:
+        """Points of history the model reads: the longest member lookback."""
+        return max(self.member_lookback(m) for m in range(1, self.train.ensemble + 1))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -105,6 +128,8 @@ def _check_value(key: str, f: dataclasses.Field, value: Any) -> Any:
         value = int(value)
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise LstmcastError(f"config key '{key}' must be {kind.__name__}, got {value!r}")
+    if kind is list:
+        return _check_items(key, meta, value)
     if kind is float and not math.isfinite(value):
         raise LstmcastError(f"config key '{key}' must be a finite number, got {value!r}")
     if meta["choices"] is not None and value not in meta["choices"]:
@@ -115,6 +140,23 @@ def _check_value(key: str, f: dataclasses.Field, value: Any) -> Any:
     if meta["maximum"] is not None and value > meta["maximum"]:
         raise LstmcastError(f"config key '{key}' must be <= {meta['maximum']}, got {value!r}")
     return value
+
+
+def _check_items(key: str, meta: dict, value: list) -> list:
+    """A list key: every item of the field's item type (ints may be given as "36,54")."""
+    items, out = meta["items"], []
+    for item in value:
+        if items is int and isinstance(item, str) and item.strip().lstrip("-").isdigit():
+            item = int(item)
+        if not isinstance(item, items) or isinstance(item, bool):
+            raise LstmcastError(f"config key '{key}' must be a list of {items.__name__}, got {value!r}")
+        if meta["minimum"] is not None and item < meta["minimum"]:
+            raise LstmcastError(f"config key '{key}': every item must be >= {meta['minimum']}, "
+                                f"got {value!r}")
+        out.append(item)
+    if not out:
+        raise LstmcastError(f"config key '{key}' must not be an empty list (use null)")
+    return out
 
 
 def _apply(config: Config, updates: dict[str, Any], source: str) -> Config:

@@ -1,37 +1,117 @@
-"""Hold out the last `horizon` points of every series, forecast them, score model vs baselines."""
+"""Backtest: forecast the last `horizon` points of every series from one or more forecast origins,
+score the model against the naive and seasonal-naive baselines.
+
+Window k of N (oldest first) ends `step * (N - k)` points before the end of each series: window N
+holds out the last `horizon` points, as a plain hold-out evaluation does. Every (series, window)
+pair goes through the model in one batched pass over one scaled buffer of the full series.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .checkpoint import atomic_write_text
+from .data import SeriesSet
 from .errors import LstmcastError
-from .metrics import compare, season_length
-from .predict import forecast, load_run, read_for_run
+from .metrics import mase_scale, naive, point_metrics, season_length, seasonal_naive
+from .predict import Run, forecast_at, load_run, read_for_run
+
+FORECASTERS = ("model", "naive", "seasonal_naive")
+
+
+@dataclass
+class Backtest:
+    """One row per scored (series, window) pair, oldest window first, series in file order."""
+
+    series: np.ndarray                 # (rows,) index into the SeriesSet
+    window: np.ndarray                 # (rows,) 1..N
+    origin: np.ndarray                 # (rows,) index of the first target point within its series
+    actual: np.ndarray                 # (rows, horizon)
+    forecasts: dict[str, np.ndarray]   # FORECASTERS -> (rows, horizon)
+    scale: np.ndarray                  # (rows,) MASE scale of the history before the origin
+
+
+def check_windows(windows: int, step: int | None) -> None:
+    if windows < 1:
+        raise LstmcastError(f"--windows {windows}: must be 1 or more (1 = hold out the last horizon only)")
+    if step is not None and step < 1:
+        raise LstmcastError(f"--step {step}: must be 1 or more (the default is the horizon)")
+
+
+def steps_before_end(windows: int, step: int) -> np.ndarray:
+    """(windows,) how far each window's origin sits before the latest one's, oldest first."""
+    return step * (windows - np.arange(1, windows + 1))
+
+
+def backtest(run: Run, series: SeriesSet, windows: int = 1, step: int | None = None,
+             season: int = 1) -> Backtest:
+    """Forecasts and baselines for every (series, window) pair with >= 1 point before its origin.
+
+    Series the run has not seen are scaled by the points before their earliest scored origin,
+    so no window sees its own future through the scaler.
+    """
+    check_windows(windows, step)
+    horizon = run.horizon
+    step = horizon if step is None else step
+    lengths = series.lengths()
+    # (windows, n_series): the first target point of each window in each series.
+    origins = lengths[None, :] - horizon - steps_before_end(windows, step)[:, None]
+    window, index = np.nonzero(origins >= 1)          # row-major: oldest window first
+    origin = origins[window, index]
+    earliest = np.where(origins >= 1, origins, lengths[None, :]).min(axis=0)
+    loc, scale = run.scaler.for_series(series.ids, [v[:e] for v, e in zip(series.values, earliest)])
+    model = forecast_at(run, series.values, loc, scale, origin, index)
+    # Targets by index into the unscaled float64 values laid end to end.
+    flat = np.concatenate(series.values)
+    first = np.cumsum(lengths) - lengths
+    actual = flat[(first[index] + origin)[:, None] + np.arange(horizon)]
+    histories = [series.values[i][:o] for i, o in zip(index, origin)]   # views, no copies
+    forecasts = {"model": model, "naive": naive(histories, horizon),
+                 "seasonal_naive": seasonal_naive(histories, horizon, season)}
+    return Backtest(index, window + 1, origin, actual, forecasts, mase_scale(histories, season))
+
+
+def score(result: Backtest, rows: np.ndarray) -> dict[str, dict[str, float]] | None:
+    """Metrics of each forecaster over the selected rows (None when there are none)."""
+    if not rows.any():
+        return None
+    return {name: point_metrics(result.actual[rows], result.forecasts[name][rows], result.scale[rows])
+            for name in FORECASTERS}
 
 
 def evaluate(data_path: str | Path, run_dir: str | Path, out_path: str | Path | None = None, *,
-             device: str = "cpu", season: int | None = None) -> dict:
-    """Metrics for the model and the naive / seasonal-naive baselines; JSON to `out_path` if given."""
+             device: str = "cpu", season: int | None = None, windows: int = 1,
+             step: int | None = None) -> dict:
+    """Metrics for the model and the naive / seasonal-naive baselines; JSON to `out_path` if given.
+
+    `metrics` covers every scored (series, window) pair; `per_window` has one entry per window,
+    oldest first. windows=1 is the plain hold-out of the last horizon points.
+    """
     if season is not None and season < 1:
         raise LstmcastError(f"--season-length {season}: must be 1 or more (1 = no seasonality)")
+    check_windows(windows, step)
     run = load_run(run_dir, device)
     series = read_for_run(run, data_path)
     horizon = run.horizon
+    step = horizon if step is None else step
     short = [(sid, len(v)) for sid, v in zip(series.ids, series.values) if len(v) <= horizon]
     if short:
         sid, n = short[0]
         raise LstmcastError(f"{data_path}: series '{sid}' has {n} points; evaluate holds out the "
                             f"last {horizon}, so each series needs at least {horizon + 1}")
-    history = series.head(horizon)
-    actual = np.stack([v[-horizon:] for v in series.values])
     season = season or season_length(series.freq)
-    result = {"data": str(data_path), "run": str(run_dir), "horizon": horizon,
+    result = backtest(run, series, windows, step, season)
+    per_window = [{"window": k, "steps_before_end": int(back),
+                   "n_series": int((result.window == k).sum()), "metrics": score(result, result.window == k)}
+                  for k, back in enumerate(steps_before_end(windows, step), start=1)]
+    report = {"data": str(data_path), "run": str(run_dir), "horizon": horizon,
               "season_length": season, "n_series": len(series),
-              "metrics": compare(actual, forecast(run, history), history.values, season)}
+              "metrics": score(result, np.ones(len(result.window), dtype=bool)),
+              "windows": windows, "step": step, "per_window": per_window}
     if out_path is not None:
-        atomic_write_text(out_path, json.dumps(result, indent=2) + "\n")
-    return result
+        atomic_write_text(out_path, json.dumps(report, indent=2) + "\n")
+    return report

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from .config import Config, ModelConfig
 from .windows import N_FEATURES
 
 
@@ -15,9 +15,11 @@ class Forecaster(nn.Module):
     The encoder is torch.nn.LSTM, which runs the fused cuDNN kernel on CUDA.
     """
 
-    def __init__(self, config: ModelConfig, horizon: int, input_size: int = N_FEATURES):
+    def __init__(self, config: ModelConfig, horizon: int, lookback: int,
+                 input_size: int = N_FEATURES):
         super().__init__()
         self.horizon = horizon
+        self.lookback = lookback  # reads the last `lookback` steps of longer inputs (ensembles)
         self.window_norm = config.window_norm
         self.encoder = nn.LSTM(input_size, config.hidden_size, num_layers=config.layers,
                                batch_first=True,
@@ -32,6 +34,7 @@ class Forecaster(nn.Module):
         Training computes its loss here, on (target - loc) / scale, so that every window weighs
         the same whatever the level of its series.
         """
+        inputs = inputs[:, -self.lookback:]
         loc, scale = window_stats(inputs, self.window_norm)
         if self.window_norm != "none":
             observed = inputs[..., 1]
@@ -72,12 +75,22 @@ def window_stats(inputs: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.T
 
 
 class Ensemble(nn.Module):
-    """Members trained with different seeds; the forecast is their element-wise median."""
+    """Members trained with different seeds (and lookbacks); the forecast is their element-wise
+    median. Inputs are as long as the longest member lookback; each member reads its own tail."""
 
     def __init__(self, members: list[Forecaster]):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.horizon = members[0].horizon
+
+    @classmethod
+    def from_weights(cls, config: Config, weights: list[dict]) -> Ensemble:
+        """The ensemble a run saved: member k (1-based) reads config.member_lookback(k) steps."""
+        members = [Forecaster(config.model, config.data.horizon, config.member_lookback(k))
+                   for k in range(1, len(weights) + 1)]
+        for member, state in zip(members, weights):
+            member.load_state_dict(state)
+        return cls(members)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if len(self.members) == 1:

@@ -14,7 +14,7 @@ from .config import Config, config_from_dict
 from .data import Columns, SeriesSet, read_series
 from .device import autocast_dtype, resolve_device
 from .errors import LstmcastError
-from .model import Ensemble, Forecaster, forecast_windows
+from .model import Ensemble, forecast_windows
 from .scaling import Scaler
 from .windows import SeriesBuffer
 
@@ -44,11 +44,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     payload = load_checkpoint(run_dir / BEST)
     config = config_from_dict(payload["config"])
     target = resolve_device(device)
-    members = []
-    for weights in payload["models"]:
-        members.append(Forecaster(config.model, config.data.horizon))
-        members[-1].load_state_dict(weights)
-    model = Ensemble(members)
+    model = Ensemble.from_weights(config, payload["models"])
     return Run(run_dir, model.to(target).eval(), config, Scaler.from_dict(payload["scaler"]),
                Columns.from_dict(payload["columns"]), payload["freq"], target)
 
@@ -74,12 +70,22 @@ def forecast(run: Run, series: SeriesSet, horizon: int | None = None) -> np.ndar
     """(n_series, horizon) forecasts in the data's units, from the end of each series."""
     horizon = check_horizon(run, horizon)
     loc, scale = run.scaler.for_series(series.ids, series.values)
-    scaled = [(v - lo) / sc for v, lo, sc in zip(series.values, loc, scale)]
-    buffer = SeriesBuffer.build(scaled, run.config.data.lookback, run.device)
+    return forecast_at(run, series.values, loc, scale, series.lengths())[:, :horizon]
+
+
+def forecast_at(run: Run, values: list[np.ndarray], loc: np.ndarray, scale: np.ndarray,
+                origins: np.ndarray, series: np.ndarray | None = None) -> np.ndarray:
+    """(n, run.horizon) forecasts in the data's units from n cut points, in one batched pass.
+
+    Forecast j reads series `series[j]` (default: series j) up to, not including, point
+    `origins[j]`; series i is scaled by (loc[i], scale[i]). Origin = length forecasts the future.
+    """
+    series = np.arange(len(values)) if series is None else np.asarray(series)
+    scaled = [(v - lo) / sc for v, lo, sc in zip(values, loc, scale)]
+    buffer = SeriesBuffer.build(scaled, run.config.input_length, run.device)
     autocast = autocast_dtype(run.config.train.precision, run.device)
-    out = forecast_windows(run.model, buffer.inputs, buffer.forecast_starts(), autocast)
-    out = out.cpu().double().numpy()[:, :horizon]
-    return out * scale[:, None] + loc[:, None]
+    out = forecast_windows(run.model, buffer.inputs, buffer.origin_starts(origins, series), autocast)
+    return out.cpu().double().numpy() * scale[series, None] + loc[series, None]
 
 
 def forecast_frame(run: Run, series: SeriesSet, values: np.ndarray) -> pd.DataFrame:

@@ -94,7 +94,47 @@ def smape_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (2 * (prediction - target).abs() / (prediction.abs() + target.abs() + 1e-8)).mean()
 
 
+def seasonal_scale(inputs: torch.Tensor, season: int) -> torch.Tensor:
+    """(batch, 1): each window's in-sample MAE of the seasonal-naive forecast (lag `season`),
+    over pairs of observed points; lag 1 when the window holds no such pair; at least 1% of the
+    window's mean level, so a flat window does not blow the loss up."""
+    values, observed = inputs[..., 0].float(), inputs[..., 1].float()
+
+    def lag_mae(lag: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if values.shape[1] <= lag:
+            zero = values.new_zeros(values.shape[0], 1)
+            return zero, zero
+        both = observed[:, lag:] * observed[:, :-lag]
+        total = ((values[:, lag:] - values[:, :-lag]).abs() * both).sum(dim=1, keepdim=True)
+        return total, both.sum(dim=1, keepdim=True)
+
+    seasonal, pairs = lag_mae(season)
+    step, step_pairs = lag_mae(1)
+    scale = torch.where(pairs > 0, seasonal / pairs.clamp_min(1), step / step_pairs.clamp_min(1))
+    level = (values.abs() * observed).sum(dim=1, keepdim=True) / observed.sum(dim=1, keepdim=True).clamp_min(1)
+    return torch.maximum(scale, 0.01 * level).clamp_min(1e-8)
+
+
+class MaseLoss:
+    """MASE: the absolute error divided by the window's in-sample seasonal-naive MAE, so every
+    window weighs by how hard it is to beat seasonal naive on it (M4's scaling, per window)."""
+
+    def __init__(self, season: int):
+        self.season = season
+
+    def __call__(self, prediction: torch.Tensor, target: torch.Tensor, inputs: torch.Tensor,
+                 scale: torch.Tensor) -> torch.Tensor:
+        # prediction and target are window-normalised: divide the raw-unit scale by `scale` too.
+        denominator = seasonal_scale(inputs, self.season) / scale
+        return ((prediction - target).abs() / denominator).mean()
+
+
 LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss, "smape": smape_loss}
+
+
+def make_loss(name: str, season: int):
+    """The loss function for train.loss (MASE needs the data's season length)."""
+    return MaseLoss(season) if name == "mase" else LOSSES[name]
 
 
 def minimum_length(horizon: int) -> int:
@@ -195,6 +235,8 @@ def window_loss(model, inputs: torch.Tensor, targets: torch.Tensor, loss_fn,
     with torch.autocast(inputs.device.type, dtype=autocast or torch.float32,
                         enabled=autocast is not None):
         prediction, loc, scale = model.normalized(inputs)
+    if isinstance(loss_fn, MaseLoss):
+        return loss_fn(prediction.float(), (targets - loc) / scale, inputs, scale)
     return loss_fn(prediction.float(), (targets - loc) / scale)
 
 
@@ -320,9 +362,10 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
     return result
 
 
-def _new_fit(config: Config, horizon: int, device: torch.device, seed: int) -> _Fit:
+def _new_fit(config: Config, member: int, device: torch.device) -> _Fit:
+    seed = config.train.seed + member - 1
     seed_everything(seed)
-    model = Forecaster(config.model, horizon).to(device)
+    model = Forecaster(config.model, config.data.horizon, config.member_lookback(member)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr,
                                   weight_decay=config.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -340,17 +383,18 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
     plus the full state of the one in training, so --resume can pick up inside any member.
     """
     emit = on_event or (lambda event: None)
-    horizon, lookback, members = config.data.horizon, config.data.lookback, config.train.ensemble
+    horizon, members = config.data.horizon, config.train.ensemble
+    per_series = config.train.max_windows_per_series
     lengths = series.lengths()
     is_validated = validated(lengths, horizon)
     train_lengths = np.where(is_validated, lengths - horizon, lengths)
     scaler = Scaler.fit(config.data.scaling, series.ids,
                         [v[:n] for v, n in zip(series.values, train_lengths)])
     scaled = [(v - loc) / scale for v, loc, scale in zip(series.values, scaler.loc, scaler.scale)]
-    buffer = SeriesBuffer.build(scaled, lookback, device)
-    train_starts = buffer.training_starts(train_lengths, horizon)
-    val_starts = buffer.target_starts(horizon)[torch.from_numpy(is_validated).to(device)]
-    loss_fn = LOSSES[config.train.loss]
+    # Padded for the longest member lookback; each member reads it through its own window length.
+    buffer = SeriesBuffer.build(scaled, config.input_length, device)
+    keep_validated = torch.from_numpy(is_validated).to(device)
+    loss_fn = make_loss(config.train.loss, season_length(series.freq))
     meta = {"config": config.to_dict(), "scaler": scaler.to_dict(),
             "columns": series.columns.to_dict(), "freq": series.freq,
             "series_ids": list(series.ids),
@@ -362,12 +406,14 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
     # With refit, `done` holds the refitted weights that forecast and `held_out` the weights
     # chosen on the validation part, which alone give honest validation metrics.
     refit = config.train.refit_epochs
-    all_starts = buffer.training_starts(lengths, horizon) if refit else None
     done: list[dict] = [] if state is None else list(state["members_done"])
     held_out: list[dict] = [] if state is None else list(state["members_held_out"])
     history: list[dict] = [] if state is None else [dict(r) for r in state["history"]]
     for member in range(len(done) + 1, members + 1):
-        fit = _new_fit(config, horizon, device, config.train.seed + member - 1)
+        fit = _new_fit(config, member, device)
+        view = buffer.with_lookback(config.member_lookback(member))
+        train_starts = view.training_starts(train_lengths, horizon, per_series)
+        val_starts = view.target_starts(horizon)[keep_validated]
         if state is not None and state["member"] == member:
             fit.restore(state)
         steps = math.ceil(len(train_starts) / config.train.batch_size)
@@ -378,15 +424,15 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
             fit.epoch += 1
             epoch, started = fit.epoch, time.perf_counter()
 
-            def on_step(step, steps, total, epoch=epoch, member=member):
+            def on_step(step, steps, total, epoch=epoch, member=member, n_windows=len(train_starts)):
                 report = step % LOSS_EVERY == 0 or step == steps
-                seen = min(step * config.train.batch_size, len(train_starts))
+                seen = min(step * config.train.batch_size, n_windows)
                 emit(Step(member, epoch, step, steps, float(total) / seen if report else None))
 
-            train_loss = run_epoch(fit.model, fit.optimizer, buffer, train_starts, horizon,
+            train_loss = run_epoch(fit.model, fit.optimizer, view, train_starts, horizon,
                                    config.train.batch_size, loss_fn, config.train.clip, autocast,
                                    fit.generator, on_step if on_event else None)
-            val_loss = validation_loss(fit.model, buffer, val_starts, horizon, loss_fn, autocast)
+            val_loss = validation_loss(fit.model, view, val_starts, horizon, loss_fn, autocast)
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                 raise LstmcastError(f"training diverged at epoch {epoch} (train loss {train_loss}, "
                                     f"validation loss {val_loss}); lower train.lr or use "
@@ -410,9 +456,10 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
         held_out.append(fit.best_weights)
         if refit:
             fit.model.load_state_dict(fit.best_weights)
+            all_starts = view.training_starts(lengths, horizon, per_series)
             for extra in range(1, refit + 1):
                 started = time.perf_counter()
-                train_loss = run_epoch(fit.model, fit.optimizer, buffer, all_starts, horizon,
+                train_loss = run_epoch(fit.model, fit.optimizer, view, all_starts, horizon,
                                        config.train.batch_size, loss_fn, config.train.clip, autocast,
                                        fit.generator)
                 history.append({"member": member, "epoch": fit.epoch + extra, "train_loss": train_loss,
@@ -422,11 +469,9 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
             save_checkpoint({**meta, "models": [*done, fit.model.state_dict()]}, work / BEST)
         done.append(copy.deepcopy(fit.model.state_dict()) if refit else fit.best_weights)
 
-    model = Ensemble([Forecaster(config.model, horizon) for _ in held_out]).to(device)
-    for member, weights in zip(model.members, held_out):
-        member.load_state_dict(weights)
-    metrics = validation_metrics(model, buffer, val_starts, is_validated, series, scaler, horizon,
-                                 autocast)
+    model = Ensemble.from_weights(config, held_out).to(device)
+    metrics = validation_metrics(model, buffer, buffer.target_starts(horizon)[keep_validated],
+                                 is_validated, series, scaler, horizon, autocast)
     metrics.update({"members": members, "refit_epochs": refit, "best_epoch": fit.best_epoch,
                     "best_val_loss": fit.best_val,
                     "epochs_run": fit.epoch, "stopped_early": fit.bad_epochs >= config.train.patience,

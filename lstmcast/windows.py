@@ -7,6 +7,7 @@ epoch is a permutation of an int64 tensor and a batch is one gather: no per-samp
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,10 +54,21 @@ class SeriesBuffer:
     def to_starts(self, starts: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(starts, dtype=np.int64)).to(self.values.device)
 
-    def training_starts(self, train_lengths: np.ndarray, horizon: int) -> torch.Tensor:
-        """Every window whose target lies inside the training part and which sees >= 1 real input."""
+    def with_lookback(self, lookback: int) -> SeriesBuffer:
+        """The same buffer read with a shorter window (an ensemble member's): no copy."""
+        if lookback > self.lookback:
+            raise ValueError(f"lookback {lookback} > the buffer's padding {self.lookback}")
+        return dataclasses.replace(self, lookback=lookback)
+
+    def training_starts(self, train_lengths: np.ndarray, horizon: int,
+                        per_series: int | None = None) -> torch.Tensor:
+        """Every window whose target lies inside the training part and which sees >= 1 real input;
+        with `per_series`, only the latest that many windows of each series."""
         first_target = self.offsets + 1
-        count = train_lengths - horizon
+        count = np.maximum(train_lengths - horizon, 0)
+        if per_series is not None:
+            first_target = first_target + np.maximum(count - per_series, 0)
+            count = np.minimum(count, per_series)
         return self.to_starts(_ranges(first_target - self.lookback, count))
 
     def target_starts(self, horizon: int) -> torch.Tensor:
@@ -65,7 +77,15 @@ class SeriesBuffer:
 
     def forecast_starts(self) -> torch.Tensor:
         """One window per series whose input is its last `lookback` points (forecast the future)."""
-        return self.to_starts(self.offsets + self.lengths - self.lookback)
+        return self.origin_starts(self.lengths)
+
+    def origin_starts(self, origins: np.ndarray, series: np.ndarray | None = None) -> torch.Tensor:
+        """One window per cut point: its input is the `lookback` points before `origins[j]` of series
+        `series[j]` (default: series j), its target starts at that point.
+
+        An origin in 1..length reads only that series and its own padding, never its neighbour."""
+        series = np.arange(len(self.lengths)) if series is None else np.asarray(series)
+        return self.to_starts(self.offsets[series] + np.asarray(origins) - self.lookback)
 
     def inputs(self, starts: torch.Tensor) -> torch.Tensor:
         """(batch,) starts -> (batch, lookback, N_FEATURES) model inputs."""

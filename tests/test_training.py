@@ -142,7 +142,7 @@ def test_windows_are_index_views_of_the_series():
 
 def test_model_shapes_and_forget_bias():
     config = load_config(None, {"model.hidden_size": 5, "model.layers": 3})
-    model = Forecaster(config.model, horizon=7)
+    model = Forecaster(config.model, horizon=7, lookback=21)
     assert model(torch.randn(4, 11, 2)).shape == (4, 7)
     for layer in range(3):
         b_ih = getattr(model.encoder, f"bias_ih_l{layer}")
@@ -234,7 +234,7 @@ def test_refit_trains_on_the_validation_part_too(tmp_path):
 @pytest.mark.parametrize("window_norm", ["none", "standard", "mean"])
 def test_head_corrects_the_naive_forecast(window_norm):
     config = load_config(None, {"model.hidden_size": 6, "model.window_norm": window_norm})
-    model = Forecaster(config.model, horizon=4).eval()
+    model = Forecaster(config.model, horizon=4, lookback=12).eval()
     torch.nn.init.zeros_(model.head.weight)
     torch.nn.init.zeros_(model.head.bias)
     values = torch.tensor([[0.0, 0.0, 3.0, 5.0, 4.0], [1.0, 2.0, 8.0, 2.0, 7.0]])
