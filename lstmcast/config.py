@@ -19,10 +19,12 @@ from .errors import LstmcastError
 
 def _key(default: Any, *, choices: tuple | None = None, minimum: float | None = None,
          maximum: float | None = None, nullable: bool = False, kind: type | None = None,
-         items: type = str):
-    """A config field with its validation rules kept next to its default (`items`: of a list)."""
+         items: type = str, exclusive: bool = False, unique: bool = False):
+    """A config field with its validation rules kept next to its default (`items`: of a list;
+    `exclusive`: minimum and maximum themselves are not allowed; `unique`: no repeated items)."""
     meta = {"choices": choices, "minimum": minimum, "maximum": maximum, "nullable": nullable,
-            "kind": kind if kind is not None else type(default), "items": items}
+            "kind": kind if kind is not None else type(default), "items": items,
+            "exclusive": exclusive, "unique": unique}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -49,6 +51,40 @@ class ModelConfig:
     layers: int = _key(2, minimum=1)
     dropout: float = _key(0.1, minimum=0.0, maximum=0.95)
     window_norm: str = _key("none", choices=("none", "standard", "mean"))
+    quantiles: list | None = _key(None, nullable=True, kind=list, items=float, minimum=0.0, maximum=1.0,
+                                  exclusive=True, unique=True)
+    conformal: bool = _key(False)
+
+    def __post_init__(self):
+        if self.quantiles:
+            # Columns are named f"q_{level:g}" (6 significant digits): two levels must not share a name.
+            odd = next((q for q in self.quantiles if float(f"{q:g}") != q), None)
+            if odd is not None:
+                raise LstmcastError(f"config key 'model.quantiles': {odd!r} has more than 6 significant "
+                                    f"digits (its column would be q_{odd:g}); round it")
+        if self.conformal and not quantile_pairs(self.quantiles or []):
+            raise LstmcastError("config key 'model.conformal' calibrates symmetric pairs of "
+                                "model.quantiles (such as 0.1 and 0.9); set model.quantiles to "
+                                "include one, or model.conformal to false")
+
+    @property
+    def levels(self) -> tuple[float, ...] | None:
+        """The levels the model learns: model.quantiles sorted, with the median 0.5 added (the
+        `forecast` column is always the median); None for point forecasts."""
+        if not self.quantiles:
+            return None
+        return tuple(sorted({*self.quantiles, 0.5}))
+
+
+def quantile_pairs(levels) -> list[tuple[float, float]]:
+    """Symmetric pairs (lo, hi = 1 - lo) among `levels`, outermost first: the prediction intervals."""
+    lows = sorted(q for q in levels if q < 0.5)
+    return [(lo, hi) for lo in lows for hi in levels if hi > 0.5 and math.isclose(hi, 1.0 - lo, abs_tol=1e-9)]
+
+
+def quantile_column(level: float) -> str:
+    """The forecasts column of a quantile level: q_0.1, q_0.05, q_0.9."""
+    return f"q_{level:g}"
 
 
 @dataclass(frozen=True)
@@ -117,6 +153,8 @@ def _check_value(key: str, f: dataclasses.Field, value: Any) -> Any:
     kind = meta["kind"]
     if kind is list and isinstance(value, str):
         value = [v.strip() for v in value.split(",") if v.strip()]
+    if kind is list and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]  # `--set model.quantiles=0.9` reads as a number: a list of one
     if kind is float and isinstance(value, str):
         try:  # YAML 1.1 reads "1e-4" (no dot) as a string
             value = float(value)
@@ -142,17 +180,39 @@ def _check_value(key: str, f: dataclasses.Field, value: Any) -> Any:
     return value
 
 
+def _item(items: type, item: Any) -> Any:
+    """One list item in the item type where it reads as one ("36" -> 36, "0.1" or 1 -> float)."""
+    if items is int and isinstance(item, str) and item.strip().lstrip("-").isdigit():
+        return int(item)
+    if items is float and isinstance(item, str):
+        try:
+            return float(item)
+        except ValueError:
+            return item
+    if items is float and isinstance(item, int) and not isinstance(item, bool):
+        return float(item)
+    return item
+
+
 def _check_items(key: str, meta: dict, value: list) -> list:
-    """A list key: every item of the field's item type (ints may be given as "36,54")."""
+    """A list key: every item of the field's item type (numbers may be given as "36,54")."""
     items, out = meta["items"], []
-    for item in value:
-        if items is int and isinstance(item, str) and item.strip().lstrip("-").isdigit():
-            item = int(item)
+    low, high, strict = meta["minimum"], meta["maximum"], meta["exclusive"]
+    for raw in value:
+        item = _item(items, raw)
         if not isinstance(item, items) or isinstance(item, bool):
             raise LstmcastError(f"config key '{key}' must be a list of {items.__name__}, got {value!r}")
-        if meta["minimum"] is not None and item < meta["minimum"]:
-            raise LstmcastError(f"config key '{key}': every item must be >= {meta['minimum']}, "
-                                f"got {value!r}")
+        if items is float and not math.isfinite(item):
+            raise LstmcastError(f"config key '{key}': every item must be a finite number, got {value!r}")
+        if strict and not ((low is None or item > low) and (high is None or item < high)):
+            raise LstmcastError(f"config key '{key}': every item must be strictly between {low:g} and "
+                                f"{high:g}, got {value!r}")
+        if low is not None and item < low:
+            raise LstmcastError(f"config key '{key}': every item must be >= {low}, got {value!r}")
+        if high is not None and item > high:
+            raise LstmcastError(f"config key '{key}': every item must be <= {high}, got {value!r}")
+        if meta["unique"] and item in out:
+            raise LstmcastError(f"config key '{key}': {item!r} is listed twice, got {value!r}")
         out.append(item)
     if not out:
         raise LstmcastError(f"config key '{key}' must not be an empty list (use null)")

@@ -17,8 +17,8 @@ import numpy as np
 from .checkpoint import atomic_write_text
 from .data import SeriesSet
 from .errors import LstmcastError
-from .metrics import mase_scale, naive, point_metrics, season_length, seasonal_naive
-from .predict import Run, forecast_at, load_run, read_for_run
+from .metrics import mase_scale, naive, point_metrics, quantile_metrics, season_length, seasonal_naive
+from .predict import Run, forecast_at, load_run, point, read_for_run
 
 FORECASTERS = ("model", "naive", "seasonal_naive")
 
@@ -31,8 +31,9 @@ class Backtest:
     window: np.ndarray                 # (rows,) 1..N
     origin: np.ndarray                 # (rows,) index of the first target point within its series
     actual: np.ndarray                 # (rows, horizon)
-    forecasts: dict[str, np.ndarray]   # FORECASTERS -> (rows, horizon)
+    forecasts: dict[str, np.ndarray]   # FORECASTERS -> (rows, horizon); "model": the median with quantiles
     scale: np.ndarray                  # (rows,) MASE scale of the history before the origin
+    quantiles: np.ndarray | None = None  # (rows, horizon, Q) of the run's levels, None: point forecasts
 
 
 def check_windows(windows: int, step: int | None) -> None:
@@ -64,15 +65,16 @@ def backtest(run: Run, series: SeriesSet, windows: int = 1, step: int | None = N
     origin = origins[window, index]
     earliest = np.where(origins >= 1, origins, lengths[None, :]).min(axis=0)
     loc, scale = run.scaler.for_series(series.ids, [v[:e] for v, e in zip(series.values, earliest)])
-    model = forecast_at(run, series.values, loc, scale, origin, index)
+    model = forecast_at(run, series.values, loc, scale, origin, index)   # (rows, horizon[, Q])
     # Targets by index into the unscaled float64 values laid end to end.
     flat = np.concatenate(series.values)
     first = np.cumsum(lengths) - lengths
     actual = flat[(first[index] + origin)[:, None] + np.arange(horizon)]
     histories = [series.values[i][:o] for i, o in zip(index, origin)]   # views, no copies
-    forecasts = {"model": model, "naive": naive(histories, horizon),
+    forecasts = {"model": point(run, model), "naive": naive(histories, horizon),
                  "seasonal_naive": seasonal_naive(histories, horizon, season)}
-    return Backtest(index, window + 1, origin, actual, forecasts, mase_scale(histories, season))
+    return Backtest(index, window + 1, origin, actual, forecasts, mase_scale(histories, season),
+                    model if model.ndim == 3 else None)
 
 
 def score(result: Backtest, rows: np.ndarray) -> dict[str, dict[str, float]] | None:
@@ -83,13 +85,21 @@ def score(result: Backtest, rows: np.ndarray) -> dict[str, dict[str, float]] | N
             for name in FORECASTERS}
 
 
+def score_quantiles(run: Run, result: Backtest, rows: np.ndarray) -> dict[str, dict | None]:
+    """{"intervals": ..., "quantile_loss": ...} of the model over the selected rows (None: no rows)."""
+    if not rows.any():
+        return {"intervals": None, "quantile_loss": None}
+    return quantile_metrics(result.actual[rows], result.quantiles[rows], run.levels, run.quantiles)
+
+
 def evaluate(data_path: str | Path, run_dir: str | Path, out_path: str | Path | None = None, *,
              device: str = "cpu", season: int | None = None, windows: int = 1,
              step: int | None = None) -> dict:
     """Metrics for the model and the naive / seasonal-naive baselines; JSON to `out_path` if given.
 
     `metrics` covers every scored (series, window) pair; `per_window` has one entry per window,
-    oldest first. windows=1 is the plain hold-out of the last horizon points.
+    oldest first. windows=1 is the plain hold-out of the last horizon points. A run with quantiles
+    adds `intervals` and `quantile_loss` next to each `metrics`.
     """
     if season is not None and season < 1:
         raise LstmcastError(f"--season-length {season}: must be 1 or more (1 = no seasonality)")
@@ -105,12 +115,19 @@ def evaluate(data_path: str | Path, run_dir: str | Path, out_path: str | Path | 
                             f"last {horizon}, so each series needs at least {horizon + 1}")
     season = season or season_length(series.freq)
     result = backtest(run, series, windows, step, season)
-    per_window = [{"window": k, "steps_before_end": int(back),
-                   "n_series": int((result.window == k).sum()), "metrics": score(result, result.window == k)}
+    def scored(rows: np.ndarray) -> dict:
+        """Point metrics of the selected rows; with quantiles, intervals and quantile_loss too."""
+        out = {"metrics": score(result, rows)}
+        if result.quantiles is not None:
+            out.update(score_quantiles(run, result, rows))
+        return out
+
+    per_window = [{"window": k, "steps_before_end": int(back), "n_series": int((result.window == k).sum()),
+                   **scored(result.window == k)}
                   for k, back in enumerate(steps_before_end(windows, step), start=1)]
     report = {"data": str(data_path), "run": str(run_dir), "horizon": horizon,
               "season_length": season, "n_series": len(series),
-              "metrics": score(result, np.ones(len(result.window), dtype=bool)),
+              **scored(np.ones(len(result.window), dtype=bool)),
               "windows": windows, "step": step, "per_window": per_window}
     if out_path is not None:
         atomic_write_text(out_path, json.dumps(report, indent=2) + "\n")

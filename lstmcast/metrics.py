@@ -1,6 +1,8 @@
-"""Point-forecast metrics and the naive baselines every forecast is compared against.
+"""Point-forecast metrics, quantile and interval metrics, and the naive baselines every forecast
+is compared against.
 
-Arrays are (n_series, horizon); histories are the per-series values before the forecast origin.
+Arrays are (n_series, horizon), quantile forecasts (n_series, horizon, Q); histories are the
+per-series values before the forecast origin.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
+
+from .config import quantile_pairs
 
 
 def season_length(freq: str) -> int:
@@ -87,3 +91,34 @@ def compare(actual: np.ndarray, model_forecast: np.ndarray, histories: list[np.n
         "naive": point_metrics(actual, naive(histories, horizon), scale),
         "seasonal_naive": point_metrics(actual, seasonal_naive(histories, horizon, season), scale),
     }
+
+
+def pinball_loss(actual: np.ndarray, quantile_forecast: np.ndarray, level: float) -> float:
+    """Mean pinball (quantile) loss of one level's forecasts, in the data's units:
+    level * (y - q) where the actual y is above the forecast q, (1 - level) * (q - y) below.
+    At level 0.5 it is half the MAE."""
+    error = actual - quantile_forecast
+    return float(np.mean(np.maximum(level * error, (level - 1.0) * error)))
+
+
+def interval_metrics(actual: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+                     nominal: float) -> dict[str, float]:
+    """Coverage (fraction of actuals inside [lower, upper], ends included) and mean width of one
+    prediction interval, next to its nominal coverage."""
+    inside = (actual >= lower) & (actual <= upper)
+    return {"nominal": nominal, "coverage": float(np.mean(inside)), "width": float(np.mean(upper - lower))}
+
+
+def pair_name(lo: float, hi: float) -> str:
+    return f"{lo:g}-{hi:g}"
+
+
+def quantile_metrics(actual: np.ndarray, quantile_forecast: np.ndarray, levels: tuple[float, ...],
+                     requested: list[float]) -> dict[str, dict]:
+    """{"intervals": {"0.1-0.9": interval_metrics, ...}, "quantile_loss": {"0.1": pinball, ...}}
+    over the `requested` levels; quantile_forecast (n, horizon, len(levels))."""
+    column = {level: quantile_forecast[..., k] for k, level in enumerate(levels)}
+    intervals = {pair_name(lo, hi): interval_metrics(actual, column[lo], column[hi], round(hi - lo, 12))
+                 for lo, hi in quantile_pairs(requested)}
+    losses = {f"{level:g}": pinball_loss(actual, column[level], level) for level in sorted(requested)}
+    return {"intervals": intervals, "quantile_loss": losses}

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import math
+from statistics import NormalDist
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import Config, ModelConfig
+from .quantiles import keep_monotone, widen
 from .windows import N_FEATURES
 
 
 class Forecaster(nn.Module):
-    """(batch, lookback, features) -> (batch, horizon), all horizon steps at once.
+    """(batch, lookback, features) -> (batch, horizon), all horizon steps at once; with quantile
+    levels (model.quantiles) -> (batch, horizon, Q), levels ascending, the median among them.
 
     The encoder is torch.nn.LSTM, which runs the fused cuDNN kernel on CUDA.
     """
@@ -26,10 +32,17 @@ class Forecaster(nn.Module):
                                dropout=config.dropout if config.layers > 1 else 0.0)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, horizon)
+        self.levels = config.levels      # None: point forecasts (no further parameters)
+        if self.levels is not None:
+            self.median_index = self.levels.index(0.5)
+            # Gaps between neighbouring levels, outward from the median: (horizon, Q - 1) per window.
+            self.spread = nn.Linear(config.hidden_size, horizon * (len(self.levels) - 1))
+            init_spread(self.spread, self.levels)
         init_forget_bias(self.encoder)
 
     def normalized(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Forecast in window-normalised units: (prediction, loc, scale), the last two (batch, 1).
+        """Forecast in window-normalised units: (prediction, loc, scale), the last two (batch, 1);
+        prediction (batch, horizon), or (batch, horizon, Q) with quantile levels.
 
         Training computes its loss here, on (target - loc) / scale, so that every window weighs
         the same whatever the level of its series.
@@ -46,12 +59,37 @@ class Forecaster(nn.Module):
         # The head learns a correction to the naive forecast (the last observed value): an
         # untrained model already forecasts like naive, which keeps ratio losses (sMAPE) out of
         # the flat region where a forecast near 0 sits against a target near 1.
-        return self.head(last) + values[:, -1:], loc, scale   # (batch, horizon)
+        median = self.head(last) + values[:, -1:]             # (batch, horizon)
+        if self.levels is None:
+            return median, loc, scale
+        return self.quantiles(median, last), loc, scale        # (batch, horizon, Q)
+
+    def quantiles(self, median: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """Non-crossing by construction: the other levels are the median minus (below) or plus
+        (above) cumulative sums of positive gaps. (batch, horizon), (batch, hidden) -> (batch, horizon, Q)."""
+        gaps = F.softplus(self.spread(last).float()).view(len(last), self.horizon, -1)  # > 0
+        median, m = median.float()[..., None], self.median_index
+        below = median - gaps[..., :m].cumsum(dim=-1)          # levels m-1, m-2, ..., 0
+        above = median + gaps[..., m:].cumsum(dim=-1)          # levels m+1, ..., Q-1
+        return torch.cat([below.flip(-1), median, above], dim=-1)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """(batch, lookback, features) -> (batch, horizon) in the inputs' units."""
+        """(batch, lookback, features) -> (batch, horizon) or (batch, horizon, Q) in the inputs' units."""
         prediction, loc, scale = self.normalized(inputs)
+        if prediction.dim() == 3:
+            loc, scale = loc[..., None], scale[..., None]      # (batch, 1, 1)
         return prediction.float() * scale + loc
+
+
+def init_spread(spread: nn.Linear, levels: tuple[float, ...]) -> None:
+    """Start the gaps between levels at those of a standard normal (0.1 to 0.5: 1.28), so an
+    untrained model's intervals are already of a sensible width in window-normalised units."""
+    z = [NormalDist().inv_cdf(q) for q in levels]
+    m = levels.index(0.5)
+    gaps = [z[k + 1] - z[k] for k in reversed(range(m))] + [z[k] - z[k - 1] for k in range(m + 1, len(z))]
+    inverse_softplus = [math.log(math.expm1(g)) for g in gaps]   # (Q - 1,), order as in quantiles()
+    with torch.no_grad():
+        spread.bias.copy_(torch.tensor(inverse_softplus).repeat(spread.out_features // len(gaps)))
 
 
 def window_stats(inputs: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,27 +114,53 @@ def window_stats(inputs: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.T
 
 class Ensemble(nn.Module):
     """Members trained with different seeds (and lookbacks); the forecast is their element-wise
-    median. Inputs are as long as the longest member lookback; each member reads its own tail."""
+    median (of each quantile level, then put in order again). Inputs are as long as the longest
+    member lookback; each member reads its own tail.
 
-    def __init__(self, members: list[Forecaster]):
+    With `conformal` (the run's calibration: {"pairs": [[lo, hi], ...], "corrections": [[c per
+    step], ...]}) every pair is widened by c times the window's scale (`conformal_scale`).
+    """
+
+    def __init__(self, members: list[Forecaster], conformal: dict | None = None):
         super().__init__()
         self.members = nn.ModuleList(members)
         self.horizon = members[0].horizon
+        self.levels = members[0].levels
+        self.median_index = members[0].median_index if self.levels is not None else None
+        self.window_norm = members[0].window_norm
+        self.pairs: list[tuple[int, int]] = []
+        corrections = None
+        if conformal is not None:
+            self.pairs = [(self.levels.index(lo), self.levels.index(hi)) for lo, hi in conformal["pairs"]]
+            corrections = torch.tensor(conformal["corrections"], dtype=torch.float32)   # (pairs, horizon)
+        self.register_buffer("corrections", corrections, persistent=False)
 
     @classmethod
-    def from_weights(cls, config: Config, weights: list[dict]) -> Ensemble:
+    def from_weights(cls, config: Config, weights: list[dict], conformal: dict | None = None) -> Ensemble:
         """The ensemble a run saved: member k (1-based) reads config.member_lookback(k) steps."""
         members = [Forecaster(config.model, config.data.horizon, config.member_lookback(k))
                    for k in range(1, len(weights) + 1)]
         for member, state in zip(members, weights):
             member.load_state_dict(state)
-        return cls(members)
+        return cls(members, conformal)
+
+    def conformal_scale(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(batch, 1): the scale conformal scores are measured in, that of model.window_norm over
+        the whole input (the longest member lookback); 1 (per-series scaled units) with none."""
+        return window_stats(inputs, self.window_norm)[1]
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if len(self.members) == 1:
-            return self.members[0](inputs)
-        forecasts = torch.stack([member(inputs).float() for member in self.members])
-        return forecasts.quantile(0.5, dim=0)                 # (batch, horizon)
+            forecasts = self.members[0](inputs)
+        else:
+            forecasts = torch.stack([member(inputs).float() for member in self.members])
+            forecasts = forecasts.quantile(0.5, dim=0)        # (batch, horizon[, Q])
+            if self.levels is not None:
+                forecasts = keep_monotone(forecasts, self.median_index)
+        if self.corrections is not None:
+            forecasts = widen(forecasts.float(), self.corrections, self.pairs, self.median_index,
+                              self.conformal_scale(inputs))
+        return forecasts
 
 
 def init_forget_bias(lstm: nn.LSTM, value: float = 1.0) -> None:
@@ -119,7 +183,8 @@ def count_parameters(model: nn.Module) -> int:
 @torch.no_grad()
 def forecast_windows(model: nn.Module, inputs_of, starts: torch.Tensor,
                      autocast: torch.dtype | None, batch_size: int = 4096) -> torch.Tensor:
-    """Scaled forecasts (n, horizon) in fp32 for windows `starts`, in batches, in eval mode.
+    """Scaled forecasts (n, horizon), or (n, horizon, Q), in fp32 for windows `starts`, in batches,
+    in eval mode.
 
     `inputs_of(starts) -> (batch, lookback, features)` builds the inputs (SeriesBuffer.inputs).
     """
@@ -132,5 +197,6 @@ def forecast_windows(model: nn.Module, inputs_of, starts: torch.Tensor,
             out.append(model(inputs_of(chunk)).float())
     model.train(was_training)
     if not out:
-        return torch.zeros(0, getattr(model, "horizon", 0))
+        levels = getattr(model, "levels", None)
+        return torch.zeros(0, getattr(model, "horizon", 0), *([len(levels)] if levels else []))
     return torch.cat(out)

@@ -10,12 +10,12 @@ import pandas as pd
 import torch
 
 from .checkpoint import BEST, atomic_write_text, load_checkpoint
-from .config import Config, config_from_dict
+from .config import Config, config_from_dict, quantile_column
 from .data import Columns, SeriesSet, read_series
 from .device import autocast_dtype, resolve_device
 from .errors import LstmcastError
 from .model import Ensemble, forecast_windows
-from .scaling import Scaler
+from .scaling import Scaler, unscale
 from .windows import SeriesBuffer
 
 
@@ -35,6 +35,16 @@ class Run:
     def horizon(self) -> int:
         return self.config.data.horizon
 
+    @property
+    def levels(self) -> tuple[float, ...] | None:
+        """Quantile levels the model forecasts (model.quantiles with the median), None: point only."""
+        return self.model.levels
+
+    @property
+    def quantiles(self) -> list[float]:
+        """The levels the user asked for, ascending: the q_ columns ([] for point forecasts)."""
+        return sorted(self.config.model.quantiles or [])
+
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     """Load the best checkpoint of a run directory onto `device` (any device, whatever trained it)."""
@@ -44,7 +54,8 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     payload = load_checkpoint(run_dir / BEST)
     config = config_from_dict(payload["config"])
     target = resolve_device(device)
-    model = Ensemble.from_weights(config, payload["models"])
+    # Runs trained before quantiles existed have neither a "conformal" entry nor model.quantiles.
+    model = Ensemble.from_weights(config, payload["models"], payload.get("conformal"))
     return Run(run_dir, model.to(target).eval(), config, Scaler.from_dict(payload["scaler"]),
                Columns.from_dict(payload["columns"]), payload["freq"], target)
 
@@ -67,7 +78,8 @@ def check_horizon(run: Run, horizon: int | None) -> int:
 
 
 def forecast(run: Run, series: SeriesSet, horizon: int | None = None) -> np.ndarray:
-    """(n_series, horizon) forecasts in the data's units, from the end of each series."""
+    """(n_series, horizon) forecasts in the data's units, from the end of each series; with
+    quantiles (n_series, horizon, Q), levels run.levels."""
     horizon = check_horizon(run, horizon)
     loc, scale = run.scaler.for_series(series.ids, series.values)
     return forecast_at(run, series.values, loc, scale, series.lengths())[:, :horizon]
@@ -75,7 +87,8 @@ def forecast(run: Run, series: SeriesSet, horizon: int | None = None) -> np.ndar
 
 def forecast_at(run: Run, values: list[np.ndarray], loc: np.ndarray, scale: np.ndarray,
                 origins: np.ndarray, series: np.ndarray | None = None) -> np.ndarray:
-    """(n, run.horizon) forecasts in the data's units from n cut points, in one batched pass.
+    """(n, run.horizon) forecasts in the data's units from n cut points, in one batched pass;
+    (n, run.horizon, Q) with quantiles.
 
     Forecast j reads series `series[j]` (default: series j) up to, not including, point
     `origins[j]`; series i is scaled by (loc[i], scale[i]). Origin = length forecasts the future.
@@ -85,16 +98,25 @@ def forecast_at(run: Run, values: list[np.ndarray], loc: np.ndarray, scale: np.n
     buffer = SeriesBuffer.build(scaled, run.config.input_length, run.device)
     autocast = autocast_dtype(run.config.train.precision, run.device)
     out = forecast_windows(run.model, buffer.inputs, buffer.origin_starts(origins, series), autocast)
-    return out.cpu().double().numpy() * scale[series, None] + loc[series, None]
+    return unscale(out.cpu().double().numpy(), loc[series], scale[series])
+
+
+def point(run: Run, values: np.ndarray) -> np.ndarray:
+    """(n, horizon) point forecasts: the median level of quantile forecasts, else `values` itself."""
+    return values if values.ndim == 2 else values[..., run.model.median_index]
 
 
 def forecast_frame(run: Run, series: SeriesSet, values: np.ndarray) -> pd.DataFrame:
-    """One row per series and future step: id column, time column, forecast."""
+    """One row per series and future step: id column, time column, forecast (the median with
+    quantiles), then q_<level> for each requested level, ascending."""
     horizon = values.shape[1]
     ids = np.repeat(np.array(series.ids, dtype=object), horizon)
     times = [t for i in range(len(series)) for t in series.future_times(i, horizon)]
-    return pd.DataFrame({run.columns.id_col: ids, run.columns.time_col: times,
-                         "forecast": values.reshape(-1)})
+    columns = {run.columns.id_col: ids, run.columns.time_col: times,
+               "forecast": point(run, values).reshape(-1)}
+    for level in run.quantiles:
+        columns[quantile_column(level)] = values[..., run.levels.index(level)].reshape(-1)
+    return pd.DataFrame(columns)
 
 
 def predict(data_path: str | Path, run_dir: str | Path, out_path: str | Path | None = None, *,

@@ -57,3 +57,9 @@ class Scaler:
     def from_dict(cls, d: dict) -> Scaler:
         return cls(d["method"], list(d["ids"]), np.asarray(d["loc"], dtype=np.float64),
                    np.asarray(d["scale"], dtype=np.float64))
+
+
+def unscale(scaled: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Scaled forecasts (n, horizon) or (n, horizon, Q) -> the data's units; loc, scale (n,) per row."""
+    shape = (-1,) + (1,) * (scaled.ndim - 1)
+    return scaled * scale.reshape(shape) + loc.reshape(shape)

@@ -24,13 +24,14 @@ import torch.nn.functional as F
 
 from . import __version__
 from .checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, save_checkpoint
-from .config import Config, config_from_dict
+from .config import Config, config_from_dict, quantile_pairs
 from .data import SeriesSet, read_series
 from .device import autocast_dtype, describe, resolve_device, seed_everything
 from .errors import LstmcastError
-from .metrics import compare, season_length
+from .metrics import compare, pair_name, quantile_metrics, season_length
 from .model import Ensemble, Forecaster, count_parameters, forecast_windows
-from .scaling import Scaler
+from .quantiles import conformal_correction, interval_scores
+from .scaling import Scaler, unscale
 from .windows import SeriesBuffer
 
 # Keys that may differ between an interrupted run and its --resume: they change how long or
@@ -122,18 +123,43 @@ class MaseLoss:
     def __init__(self, season: int):
         self.season = season
 
+    def denominator(self, inputs: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """(batch, 1): the seasonal scale in window-normalised units (prediction and target are
+        window-normalised, so the raw-unit scale is divided by `scale` too)."""
+        return seasonal_scale(inputs, self.season) / scale
+
     def __call__(self, prediction: torch.Tensor, target: torch.Tensor, inputs: torch.Tensor,
                  scale: torch.Tensor) -> torch.Tensor:
-        # prediction and target are window-normalised: divide the raw-unit scale by `scale` too.
-        denominator = seasonal_scale(inputs, self.season) / scale
-        return ((prediction - target).abs() / denominator).mean()
+        return ((prediction - target).abs() / self.denominator(inputs, scale)).mean()
+
+
+class PinballLoss:
+    """The pinball (quantile) loss averaged over levels, steps and windows, on the window-normalised
+    scale. With `mase` each window's loss is divided by its seasonal scale, as MaseLoss does."""
+
+    def __init__(self, levels: tuple[float, ...], mase: MaseLoss | None = None):
+        self.levels = torch.tensor(levels)     # (Q,)
+        self.mase = mase
+
+    def __call__(self, prediction: torch.Tensor, target: torch.Tensor, inputs: torch.Tensor,
+                 scale: torch.Tensor) -> torch.Tensor:
+        if self.levels.device != prediction.device:  # once: no host-to-device copy per step
+            self.levels = self.levels.to(prediction.device)
+        error = target[..., None] - prediction                    # (batch, horizon, Q)
+        loss = torch.maximum(self.levels * error, (self.levels - 1.0) * error)
+        if self.mase is not None:
+            loss = loss / self.mase.denominator(inputs, scale)[..., None]
+        return loss.mean()
 
 
 LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss, "smape": smape_loss}
 
 
-def make_loss(name: str, season: int):
-    """The loss function for train.loss (MASE needs the data's season length)."""
+def make_loss(name: str, season: int, levels: tuple[float, ...] | None = None):
+    """The loss function for train.loss (MASE needs the data's season length). With quantile levels
+    it is the pinball loss, scaled per window like MASE when train.loss is mase."""
+    if levels is not None:
+        return PinballLoss(levels, MaseLoss(season) if name == "mase" else None)
     return MaseLoss(season) if name == "mase" else LOSSES[name]
 
 
@@ -235,7 +261,7 @@ def window_loss(model, inputs: torch.Tensor, targets: torch.Tensor, loss_fn,
     with torch.autocast(inputs.device.type, dtype=autocast or torch.float32,
                         enabled=autocast is not None):
         prediction, loc, scale = model.normalized(inputs)
-    if isinstance(loss_fn, MaseLoss):
+    if isinstance(loss_fn, (MaseLoss, PinballLoss)):
         return loss_fn(prediction.float(), (targets - loc) / scale, inputs, scale)
     return loss_fn(prediction.float(), (targets - loc) / scale)
 
@@ -394,7 +420,7 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
     # Padded for the longest member lookback; each member reads it through its own window length.
     buffer = SeriesBuffer.build(scaled, config.input_length, device)
     keep_validated = torch.from_numpy(is_validated).to(device)
-    loss_fn = make_loss(config.train.loss, season_length(series.freq))
+    loss_fn = make_loss(config.train.loss, season_length(series.freq), config.model.levels)
     meta = {"config": config.to_dict(), "scaler": scaler.to_dict(),
             "columns": series.columns.to_dict(), "freq": series.freq,
             "series_ids": list(series.ids),
@@ -470,12 +496,18 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
         done.append(copy.deepcopy(fit.model.state_dict()) if refit else fit.best_weights)
 
     model = Ensemble.from_weights(config, held_out).to(device)
-    metrics = validation_metrics(model, buffer, buffer.target_starts(horizon)[keep_validated],
-                                 is_validated, series, scaler, horizon, autocast)
+    val_starts = buffer.target_starts(horizon)[keep_validated]
+    metrics = validation_metrics(model, buffer, val_starts, is_validated, series, scaler, horizon,
+                                 autocast, config.model.quantiles)
     metrics.update({"members": members, "refit_epochs": refit, "best_epoch": fit.best_epoch,
                     "best_val_loss": fit.best_val,
                     "epochs_run": fit.epoch, "stopped_early": fit.bad_epochs >= config.train.patience,
                     "device": describe(device)})
+    if config.model.conformal:
+        # From the weights chosen on the validation part (before any refit): the only ones whose
+        # errors there are held out.
+        metrics["conformal"] = calibrate(model, buffer, val_starts, horizon, autocast)
+        save_checkpoint({**meta, "models": done, "conformal": metrics["conformal"]}, work / BEST)
     atomic_write_text(work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return TrainResult(work, fit.best_epoch, fit.best_val, fit.epoch, metrics["stopped_early"], metrics)
 
@@ -489,13 +521,36 @@ def _write_history(path: Path, history: list[dict]) -> None:
 
 def validation_metrics(model, buffer: SeriesBuffer, val_starts: torch.Tensor, is_validated: np.ndarray,
                        series: SeriesSet, scaler: Scaler, horizon: int,
-                       autocast: torch.dtype | None) -> dict:
-    """Model vs naive baselines on the validation part (last `horizon` points), original units."""
+                       autocast: torch.dtype | None, quantiles: list[float] | None = None) -> dict:
+    """Model vs naive baselines on the validation part (last `horizon` points), original units;
+    with quantiles also interval coverage and pinball losses (of the uncalibrated model)."""
     scaled = forecast_windows(model, buffer.inputs, val_starts, autocast).cpu().double().numpy()
-    forecast = scaled * scaler.scale[is_validated, None] + scaler.loc[is_validated, None]
+    forecast = unscale(scaled, scaler.loc[is_validated], scaler.scale[is_validated])
+    point = forecast if forecast.ndim == 2 else forecast[..., model.median_index]
     values = [v for v, keep in zip(series.values, is_validated) if keep]
     actual = np.stack([v[-horizon:] for v in values])
     histories = [v[:-horizon] for v in values]
     season = season_length(series.freq)
-    return {"horizon": horizon, "season_length": season, "n_series": len(series),
-            "n_validated": len(values), "validation": compare(actual, forecast, histories, season)}
+    metrics = {"horizon": horizon, "season_length": season, "n_series": len(series),
+               "n_validated": len(values), "validation": compare(actual, point, histories, season)}
+    if forecast.ndim == 3:
+        metrics.update(quantile_metrics(actual, forecast, model.levels, quantiles))
+    return metrics
+
+
+@torch.no_grad()
+def calibrate(model: Ensemble, buffer: SeriesBuffer, val_starts: torch.Tensor, horizon: int,
+              autocast: torch.dtype | None) -> dict:
+    """Conformalized quantile regression on the validation windows: per symmetric pair of levels
+    and per step, the correction (window-normalised units) that makes the interval cover its
+    nominal share of the validation targets. Plain lists, for the checkpoint and metrics.json."""
+    quantiles = forecast_windows(model, buffer.inputs, val_starts, autocast)   # (n, horizon, Q) scaled
+    _, targets = buffer.windows(val_starts, horizon)                          # (n, horizon)
+    scale = model.conformal_scale(buffer.inputs(val_starts))                   # (n, 1)
+    pairs = quantile_pairs(model.levels)
+    corrections = []
+    for lo, hi in pairs:
+        scores = interval_scores(quantiles, targets, (model.levels.index(lo), model.levels.index(hi)), scale)
+        corrections.append(conformal_correction(scores, round(hi - lo, 12)).cpu().tolist())
+    return {"pairs": [[lo, hi] for lo, hi in pairs], "names": [pair_name(lo, hi) for lo, hi in pairs],
+            "corrections": corrections, "n_calibration": len(val_starts)}
