@@ -51,6 +51,9 @@ class ModelConfig:
     layers: int = _key(2, minimum=1)
     dropout: float = _key(0.1, minimum=0.0, maximum=0.95)
     window_norm: str = _key("none", choices=("none", "standard", "mean"))
+    cell: str = _key("lstm", choices=("lstm", "peephole", "cifg", "gru"))
+    bidirectional: bool = _key(False)
+    attention: bool = _key(False)
     quantiles: list | None = _key(None, nullable=True, kind=list, items=float, minimum=0.0, maximum=1.0,
                                   exclusive=True, unique=True)
     conformal: bool = _key(False)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cells import encoder_output_size, make_encoder
 from .config import Config, ModelConfig
 from .quantiles import keep_monotone, widen
 from .windows import N_FEATURES
@@ -18,7 +19,10 @@ class Forecaster(nn.Module):
     """(batch, lookback, features) -> (batch, horizon), all horizon steps at once; with quantile
     levels (model.quantiles) -> (batch, horizon, Q), levels ascending, the median among them.
 
-    The encoder is torch.nn.LSTM, which runs the fused cuDNN kernel on CUDA.
+    The encoder comes from cells.make_encoder: torch.nn.LSTM for the default cell (the fused
+    cuDNN kernel on CUDA), nn.GRU for gru, the fused custom loops for peephole and cifg; optionally
+    bidirectional. The head reads the encoder's final state (both directions' when bidirectional)
+    and, with model.attention, also an attention-weighted sum of every encoder state.
     """
 
     def __init__(self, config: ModelConfig, horizon: int, lookback: int,
@@ -27,18 +31,21 @@ class Forecaster(nn.Module):
         self.horizon = horizon
         self.lookback = lookback  # reads the last `lookback` steps of longer inputs (ensembles)
         self.window_norm = config.window_norm
-        self.encoder = nn.LSTM(input_size, config.hidden_size, num_layers=config.layers,
-                               batch_first=True,
-                               dropout=config.dropout if config.layers > 1 else 0.0)
+        self.encoder = make_encoder(config.cell, input_size, config.hidden_size, config.layers,
+                                    config.dropout, config.bidirectional)  # forget-gate bias 1
+        self.bidirectional = config.bidirectional
+        width = encoder_output_size(config.hidden_size, config.bidirectional)
+        self.attention = Attention(width) if config.attention else None
+        summary = 2 * width if config.attention else width
         self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(config.hidden_size, horizon)
+        self.head = nn.Linear(summary, horizon)
         self.levels = config.levels      # None: point forecasts (no further parameters)
         if self.levels is not None:
             self.median_index = self.levels.index(0.5)
             # Gaps between neighbouring levels, outward from the median: (horizon, Q - 1) per window.
-            self.spread = nn.Linear(config.hidden_size, horizon * (len(self.levels) - 1))
+            self.spread = nn.Linear(summary, horizon * (len(self.levels) - 1))
             init_spread(self.spread, self.levels)
-        init_forget_bias(self.encoder)
+        self.attention_weights: torch.Tensor | None = None  # (batch, lookback) of the last call
 
     def normalized(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Forecast in window-normalised units: (prediction, loc, scale), the last two (batch, 1);
@@ -53,9 +60,9 @@ class Forecaster(nn.Module):
             observed = inputs[..., 1]
             values = (inputs[..., 0] - loc) / scale * observed  # padding stays 0
             inputs = torch.stack([values, observed], dim=-1)
-        states, _ = self.encoder(inputs)                       # (batch, lookback, hidden)
+        states, _ = self.encoder(inputs)                       # (batch, lookback, width)
         values = inputs[..., 0]
-        last = self.dropout(states[:, -1])                     # (batch, hidden)
+        last = self.dropout(self.summary(states, inputs[..., 1]))  # (batch, summary)
         # The head learns a correction to the naive forecast (the last observed value): an
         # untrained model already forecasts like naive, which keeps ratio losses (sMAPE) out of
         # the flat region where a forecast near 0 sits against a target near 1.
@@ -63,6 +70,19 @@ class Forecaster(nn.Module):
         if self.levels is None:
             return median, loc, scale
         return self.quantiles(median, last), loc, scale        # (batch, horizon, Q)
+
+    def summary(self, states: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+        """What the head reads: (batch, lookback, width) -> (batch, width or 2 x width)."""
+        if self.bidirectional:
+            # Each direction's final state: forward at the last step, backward at the first.
+            half = states.shape[-1] // 2
+            final = torch.cat([states[:, -1, :half], states[:, 0, half:]], dim=-1)
+        else:
+            final = states[:, -1]
+        if self.attention is None:
+            return final
+        context, self.attention_weights = self.attention(final, states, observed)
+        return torch.cat([final, context], dim=-1)
 
     def quantiles(self, median: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         """Non-crossing by construction: the other levels are the median minus (below) or plus
@@ -79,6 +99,26 @@ class Forecaster(nn.Module):
         if prediction.dim() == 3:
             loc, scale = loc[..., None], scale[..., None]      # (batch, 1, 1)
         return prediction.float() * scale + loc
+
+
+class Attention(nn.Module):
+    """Scaled dot-product attention of the final state over every encoder state (Luong et al.
+    2015, "general" score), padding masked: the head sees the whole window, not only its end."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.query = nn.Linear(width, width, bias=False)
+
+    def forward(self, final: torch.Tensor, states: torch.Tensor, observed: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, width), (batch, lookback, width), (batch, lookback) -> context (batch, width),
+        weights (batch, lookback) summing to 1 over the observed steps."""
+        query = self.query(final)[:, :, None]                                  # (batch, width, 1)
+        scores = torch.bmm(states, query)[..., 0] / math.sqrt(states.shape[-1])  # (batch, lookback)
+        scores = scores.float().masked_fill(observed <= 0, float("-inf"))
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # an all-padding window: zeros
+        context = torch.bmm(weights[:, None, :].to(states.dtype), states)[:, 0]  # (batch, width)
+        return context, weights
 
 
 def init_spread(spread: nn.Linear, levels: tuple[float, ...]) -> None:
@@ -161,19 +201,6 @@ class Ensemble(nn.Module):
             forecasts = widen(forecasts.float(), self.corrections, self.pairs, self.median_index,
                               self.conformal_scale(inputs))
         return forecasts
-
-
-def init_forget_bias(lstm: nn.LSTM, value: float = 1.0) -> None:
-    """Forget-gate bias 1 (Gers et al. 2000): remember by default early in training.
-
-    torch orders the gates (input, forget, cell, output) and adds bias_ih and bias_hh, so the
-    forget slice of bias_ih is set to `value` and that of bias_hh to 0.
-    """
-    hidden = lstm.hidden_size
-    with torch.no_grad():
-        for name, param in lstm.named_parameters():
-            if name.startswith("bias_"):
-                param[hidden: 2 * hidden] = value if name.startswith("bias_ih") else 0.0
 
 
 def count_parameters(model: nn.Module) -> int:
