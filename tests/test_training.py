@@ -224,8 +224,8 @@ def test_refit_trains_on_the_validation_part_too(tmp_path):
     assert history["epoch"].tolist() == [1, 2, 3]
     assert history["val_loss"].iloc[:2].notna().all() and np.isnan(history["val_loss"].iloc[2])
     # The same two epochs first (same seed), then one more over every window: other weights.
-    assert not torch.equal(weights(tmp_path / "plain" / "model.pt")["head.weight"],
-                           weights(tmp_path / "refit" / "model.pt")["head.weight"])
+    assert not torch.equal(weights(tmp_path / "plain" / "model.pt")["encoder.weight_hh_l0"],
+                           weights(tmp_path / "refit" / "model.pt")["encoder.weight_hh_l0"])
     # metrics.json stays honest: it scores the weights chosen before the refit saw the data.
     assert refit.metrics["refit_epochs"] == 1
     assert refit.metrics["validation"] == plain.metrics["validation"]
