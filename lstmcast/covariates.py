@@ -132,9 +132,9 @@ class FeatureSpec:
                    config.data.calendar, series.freq, mean, std, list(series.ids))
 
     def to_dict(self) -> dict:
-        return {"past": list(self.past), "future": list(self.future), "calendar": self.calendar,
-                "calendar_features": list(self.calendar_names), "mean": self.mean.tolist(),
-                "std": self.std.tolist()}
+        return {"layout": self.layout(), "past": list(self.past), "future": list(self.future),
+                "calendar": self.calendar, "calendar_features": list(self.calendar_names),
+                "mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
     def from_checkpoint(cls, payload: dict, config: Config) -> FeatureSpec:
@@ -150,18 +150,34 @@ class FeatureSpec:
         index = {sid: i for i, sid in enumerate(self.series_ids)}
         return np.array([index.get(sid, -1) for sid in ids], dtype=np.int64)
 
+    def _calendar(self, series: SeriesSet, after: int) -> list[np.ndarray]:
+        """Per series (length + after, n_calendar): calendar features of its timestamps and the
+        `after` ones past its end, computed once over the grid spanning every series."""
+        if not self.calendar_names:
+            return [np.zeros((len(v) + after, 0)) for v in series.values]
+        ends = [series.last_time(i) for i in range(len(series))]
+        grid = pd.date_range(min(series.starts), max(ends), freq=self.freq)
+        grid = grid.append(pd.date_range(grid[-1], periods=after + 1, freq=self.freq)[1:])
+        table = calendar_features(grid, self.freq, self.calendar)
+        first = grid.searchsorted(pd.DatetimeIndex(series.starts))
+        out = []
+        for i, (start, values) in enumerate(zip(series.starts, series.values)):
+            k, n = first[i], len(values) + after
+            if k < len(grid) and grid[k] == start:
+                out.append(table[k: k + n])
+            else:  # a series off the common grid (a multi-step frequency with another phase)
+                out.append(calendar_features(pd.date_range(start, periods=n, freq=self.freq), self.freq))
+        return out
+
     def extra(self, series: SeriesSet) -> list[np.ndarray] | None:
         """Per series (length, n_extra): scaled covariates, then calendar; None without any."""
         if self.n_extra == 0:
             return None
-        out = []
-        for i in range(len(series)):
-            times = pd.date_range(series.starts[i], periods=len(series.values[i]), freq=self.freq)
-            parts = [calendar_features(times, self.freq, self.calendar)]
-            if self.past or self.future:
-                parts.insert(0, (series.covariates[i] - self.mean) / self.std)
-            out.append(np.concatenate(parts, axis=1))
-        return out
+        calendar = self._calendar(series, 0)
+        if not (self.past or self.future):
+            return calendar
+        return [np.concatenate([(c - self.mean) / self.std, cal], axis=1)
+                for c, cal in zip(series.covariates, calendar)]
 
     def tail(self, series: SeriesSet, future: np.ndarray | None, horizon: int) -> list[np.ndarray] | None:
         """Per series (horizon, n_extra) features of the steps after its end: past covariates 0
@@ -170,14 +186,13 @@ class FeatureSpec:
         timestamps. None when nothing is known in advance."""
         if self.n_known == 0:
             return None
-        out = []
+        out, calendar = [], self._calendar(series, horizon)
         for i in range(len(series)):
             rows = np.zeros((horizon, self.n_extra))
             if self.future:
                 k = len(self.past)
                 steps = future.shape[1]
                 rows[:steps, k: k + len(self.future)] = (future[i] - self.mean[k:]) / self.std[k:]
-            times = series.future_times(i, horizon)
-            rows[:, len(self.past) + len(self.future):] = calendar_features(times, self.freq, self.calendar)
+            rows[:, len(self.past) + len(self.future):] = calendar[i][-horizon:]
             out.append(rows)
         return out

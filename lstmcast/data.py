@@ -424,19 +424,22 @@ def read_future(path: str | Path, series: SeriesSet, names: tuple[str, ...], ste
         _require(path, frame, name, None)
     times = _parse_times(path, frame, cols.time_col)
     ids = frame[cols.id_col].astype(str).str.strip() if cols.id_in_input else pd.Series("", index=frame.index)
-    table = pd.DataFrame({"id": ids.to_numpy(), "time": times.to_numpy(), "row": np.arange(len(frame))})
+    # One time unit on both sides of the merge (parsed timestamps may be in s, ms or us).
+    table = pd.DataFrame({"id": ids.to_numpy(), "time": pd.DatetimeIndex(times).as_unit("ns"),
+                          "row": np.arange(len(frame))})
     dup = table.duplicated(["id", "time"], keep="first")
     if dup.any():
         row = int(table["row"][dup].iloc[0])
         raise LstmcastError(f"{path} line {_line(row)}: duplicate row for series '{table['id'][row]}' at "
                             f"{table['time'][row]}; keep one row per series and timestamp")
     need_ids = np.repeat(np.array(series.ids if cols.id_in_input else [""] * len(series), dtype=object), steps)
-    need_times = np.concatenate([series.future_times(i, steps).to_numpy() for i in range(len(series))])
+    need_times = pd.DatetimeIndex(np.concatenate([series.future_times(i, steps).as_unit("ns")
+                                                  for i in range(len(series))])).as_unit("ns")
     need = pd.DataFrame({"id": need_ids, "time": need_times})
     found = need.merge(table, on=["id", "time"], how="left")["row"]
     missing = found.isna().to_numpy()
     if missing.any():
-        where = [f"series '{series.ids[k // steps]}' at {pd.Timestamp(need_times[k])}"
+        where = [f"series '{series.ids[k // steps]}' at {need_times[k]}"
                  for k in np.flatnonzero(missing)[:3]]
         more = f" and {missing.sum() - 3} more" if missing.sum() > 3 else ""
         raise LstmcastError(f"{path}: {missing.sum()} of the {len(need)} needed rows are missing "
