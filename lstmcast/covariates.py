@@ -65,9 +65,9 @@ def _position(times: pd.DatetimeIndex, name: str) -> np.ndarray:
     if name == "minute":
         return times.minute.to_numpy().astype(float)
     if name == "dayofweek":
-        return times.dayofweek.to_numpy().astype(float)
+        return times.day_of_week.to_numpy().astype(float)
     if name == "dayofyear":
-        return times.dayofyear.to_numpy() - 1.0
+        return times.day_of_year.to_numpy() - 1.0
     if name == "week":
         return times.isocalendar().week.to_numpy().astype(float) - 1.0
     if name == "month":

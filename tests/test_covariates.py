@@ -178,6 +178,7 @@ def test_run_records_its_features(cov_run):
     payload = load_checkpoint(cov_run / "model.pt")
     assert payload["format_version"] == 3
     features = payload["features"]
+    assert features["layout"] == ["value", "observed", "temp", "promo", "month_sin", "month_cos"]
     assert features["past"] == ["temp"] and features["future"] == ["promo"] and features["calendar"] == "auto"
     assert features["calendar_features"] == ["month_sin", "month_cos"]
     assert all(isinstance(x, float) for x in features["mean"] + features["std"]) and len(features["mean"]) == 2
@@ -374,8 +375,9 @@ def test_bad_covariate_columns_in_training_data(data, tmp_path):
 
 # Forecasts of the unmodified code (commit 9d1e69a) for: train SALES *TINY --set train.epochs=2
 # (seed 0, CPU, fp32), predict SALES; series store_01 (12 steps) and the sum over all 144.
-REFERENCE_STORE_01 = [None]
-REFERENCE_SUM = None
+REFERENCE_STORE_01 = [239.119642, 235.575175, 235.780041, 240.648156, 245.006752, 244.610436, 242.485127,
+                      248.523844, 242.90773, 237.646602, 241.036396, 242.432146]
+REFERENCE_SUM = 186388.81803964634
 
 
 def test_no_covariates_and_calendar_none_is_the_model_before_covariates(tmp_path):
