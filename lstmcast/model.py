@@ -140,6 +140,9 @@ class StepDecoder(nn.Module):
         self.horizon = horizon
         self.mlp = nn.Sequential(nn.Linear(summary + n_known + horizon, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         self.register_buffer("steps", torch.eye(horizon), persistent=False)
+        # The last layer starts at 0: an untrained model forecasts naive, as the linear head nearly does.
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, summary: torch.Tensor, future: torch.Tensor | None) -> torch.Tensor:
         """(batch, summary), (batch, horizon, n_known) -> (batch, horizon)."""
