@@ -420,3 +420,57 @@ def test_old_checkpoint_without_covariate_keys_still_predicts(tmp_path):
     assert evaluate(SALES, old)["metrics"] == evaluate(SALES, run_dir)["metrics"]
     save_checkpoint(payload, old / "model.pt")   # re-saved today: format 3, still calendar none
     assert load_run(old).config.data.calendar == "none"
+
+
+# ---------------------------------------------------------------------------------------------
+# Covariates with the other model options, resume, and the data a run is given later
+
+
+def test_quantiles_ensembles_and_cells_with_covariates(data, tmp_path):
+    """Quantiles (conformal), two members with their own lookbacks, a gru with attention, window
+    normalisation: members slice their lookback, never the future features of the forecast steps."""
+    out = tmp_path / "run"
+    result = run_cli("train", data / "history.csv", "--out", out, *SMALL, "--set", "train.epochs=2",
+                     "--future-covariates", "promo", "--past-covariates", "temp", "--quantiles", "0.1,0.9",
+                     "--set", "model.conformal=true", "--set", "train.ensemble=2",
+                     "--set", "train.ensemble_lookbacks=[6,12]", "--set", "model.cell=gru",
+                     "--set", "model.attention=true", "--set", "model.window_norm=standard",
+                     "--set", "model.series_embedding=3", "--quiet")
+    assert result.exit_code == 0, result.stderr
+    run = load_run(out)
+    assert [m.lookback for m in run.model.members] == [6, 12]
+    frame = predict(data / "history.csv", out, future=data / "future.csv")
+    assert list(frame.columns) == ["unique_id", "ds", "forecast", "q_0.1", "q_0.9"] and len(frame) == 120
+    assert (frame["q_0.1"] <= frame["forecast"]).all() and (frame["forecast"] <= frame["q_0.9"]).all()
+    flipped = pd.read_csv(data / "future.csv")
+    flipped["promo"] = 1 - flipped["promo"]
+    flipped.to_csv(tmp_path / "flipped.csv", index=False)
+    assert not np.allclose(predict(data / "history.csv", out, future=tmp_path / "flipped.csv")["forecast"],
+                           frame["forecast"])
+    report = evaluate(data / "full.csv", out)
+    assert set(report["intervals"]) == {"0.1-0.9"} and math.isfinite(report["metrics"]["model"]["mae"])
+
+
+def test_resume_and_the_fingerprint_cover_the_covariates(data, tmp_path):
+    out = tmp_path / "run"
+    args = ("train", data / "history.csv", "--out", out, *SMALL, "--past-covariates", "temp", "--quiet")
+    assert run_cli(*args, "--set", "train.epochs=1").exit_code == 0
+    assert run_cli(*args, "--set", "train.epochs=2", "--resume").exit_code == 0
+    assert pd.read_csv(out / "history.csv")["epoch"].tolist() == [1, 2]
+    changed = pd.read_csv(data / "history.csv")
+    changed.loc[5, "temp"] += 1.0                     # only a covariate differs
+    changed.to_csv(tmp_path / "changed.csv", index=False)
+    message = one_line(run_cli("train", tmp_path / "changed.csv", "--out", out, *SMALL, "--past-covariates", "temp",
+                               "--set", "train.epochs=3", "--resume"))
+    assert message == (f"--resume: {tmp_path / 'changed.csv'} differs from the data {out} was trained on; start a "
+                       f"new run (--overwrite or another --out)")
+
+
+def test_predict_data_without_a_trained_covariate_column(cov_run, data, tmp_path):
+    pd.read_csv(data / "history.csv").drop(columns="temp").to_csv(tmp_path / "no_temp.csv", index=False)
+    out = tmp_path / "f.csv"
+    message = one_line(run_cli("predict", tmp_path / "no_temp.csv", "--model", cov_run, "--future",
+                               data / "future.csv", "--out", out))
+    assert message == (f"{tmp_path / 'no_temp.csv'}: column 'temp' not found (columns: unique_id, ds, y, promo); "
+                       f"the run was trained on that column, so the data needs it too")
+    assert not out.exists()
