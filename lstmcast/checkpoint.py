@@ -18,8 +18,11 @@ import torch
 
 from .errors import LstmcastError
 
-FORMAT_VERSION = 2          # 2: "models" (one state dict per ensemble member); 1: one "model"
-READABLE_VERSIONS = (1, 2)
+# 3: "features" (covariates, calendar, their scaling numbers); 2: "models" (one state dict per
+# ensemble member); 1: one "model". Formats 1 and 2 predate covariates: they load with none and
+# data.calendar none (config.config_from_dict, covariates.FeatureSpec.from_checkpoint).
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 BEST, LAST = "model.pt", "last.pt"
 
 

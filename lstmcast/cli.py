@@ -165,7 +165,8 @@ def _build_config(config_file: Path | None, sets: List[str] | None, base: Config
     """YAML file, then the named options, then --set: later wins."""
     names = {"id_col": "data.id_col", "time_col": "data.time_col", "target": "data.target",
              "horizon": "data.horizon", "lookback": "data.lookback", "device": "train.device",
-             "seed": "train.seed", "quantiles": "model.quantiles"}
+             "seed": "train.seed", "quantiles": "model.quantiles",
+             "past_covariates": "data.past_covariates", "future_covariates": "data.future_covariates"}
     overrides = {names[k]: v for k, v in options.items() if v is not None}
     overrides.update(parse_set(sets or []))
     return load_config(config_file, overrides, base=base)
@@ -197,6 +198,10 @@ def train(
     lookback: int | None = typer.Option(None, "--lookback", help="Input window length (default 3 x horizon)."),
     quantiles: str | None = typer.Option(None, "--quantiles",
                                          help="Quantile levels to forecast, e.g. 0.1,0.5,0.9 (model.quantiles)."),
+    past_covariates: str | None = typer.Option(
+        None, "--past-covariates", help="Numeric columns known only up to now, e.g. temp,visits (encoder input)."),
+    future_covariates: str | None = typer.Option(
+        None, "--future-covariates", help="Numeric columns known in advance, e.g. price,promo (predict --future)."),
     set_: List[str] | None = typer.Option(None, "--set", help="Config override key=value, repeatable."),
     device: str | None = typer.Option(None, "--device", help="auto|cpu|cuda|mps."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed."),
@@ -213,7 +218,8 @@ def train(
         targets = [t.strip() for t in target.split(",") if t.strip()] if target else None
         cfg = _build_config(config, set_, base, id_col=id_col, time_col=time_col, target=targets,
                             horizon=horizon, lookback=lookback, device=device, seed=seed,
-                            quantiles=quantiles)
+                            quantiles=quantiles, past_covariates=past_covariates,
+                            future_covariates=future_covariates)
         try:
             result = train_run(data, out, cfg, resume=resume, overwrite=overwrite,
                                on_event=reporter)
@@ -241,12 +247,14 @@ def predict(
     model: Path = typer.Option(..., "--model", help="Run directory made by 'lstmcast train'."),
     out: Path = typer.Option(..., "--out", help="Forecasts CSV to write."),
     horizon: int | None = typer.Option(None, "--horizon", help="Steps to forecast (at most the trained horizon)."),
+    future: Path | None = typer.Option(None, "--future",
+                                       help="CSV of future covariates: id, time, the columns, every forecast step."),
     device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
     """Forecast past the end of every series in DATA."""
     def body():
-        frame = predict_run(data, model, out, horizon=horizon, device=device)
+        frame = predict_run(data, model, out, horizon=horizon, device=device, future=future)
         if not quiet:
             n_series = frame.iloc[:, 0].nunique()
             print(f"wrote {len(frame)} forecasts ({n_series} series x {len(frame) // n_series} "
@@ -297,13 +305,16 @@ def plot(
                                             help="Series id to plot; repeatable or a comma list (default: first 6)."),
     history: int | None = typer.Option(None, "--history",
                                        help="Past points shown per series (default 4 x horizon, at least lookback)."),
+    future: Path | None = typer.Option(None, "--future",
+                                       help="CSV of the future covariates (runs trained with --future-covariates)."),
     device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
     """Draw each series' recent history and its forecast into one figure."""
     def body():
         ids = [s.strip() for item in series for s in item.split(",") if s.strip()] if series else None
-        result = plot_forecasts(data, model, out, series_ids=ids, history=history, device=device)
+        result = plot_forecasts(data, model, out, series_ids=ids, history=history, device=device,
+                                future=future)
         if not quiet:
             more = (f" ({result.left_out} more not shown; choose with --series)"
                     if result.left_out and ids is None else "")

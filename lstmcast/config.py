@@ -39,6 +39,20 @@ class DataConfig:
     lookback: int | None = _key(None, minimum=1, nullable=True, kind=int)
     fill: str = _key("error", choices=("error", "ffill", "interpolate", "zero"))
     scaling: str = _key("standard", choices=("standard", "robust", "minmax", "none"))
+    past_covariates: list | None = _key(None, nullable=True, kind=list, unique=True)
+    future_covariates: list | None = _key(None, nullable=True, kind=list, unique=True)
+    calendar: str = _key("auto", choices=("auto", "none"))
+
+    def __post_init__(self):
+        both = set(self.past_covariates or []) & set(self.future_covariates or [])
+        if both:
+            raise LstmcastError(f"config keys 'data.past_covariates' and 'data.future_covariates' both list "
+                                f"'{sorted(both)[0]}'; a covariate is either past-only or known in advance")
+
+    @property
+    def covariates(self) -> list[str]:
+        """Past, then future covariate columns: their order in the feature layout."""
+        return [*(self.past_covariates or []), *(self.future_covariates or [])]
 
     @property
     def resolved_lookback(self) -> int:
@@ -57,6 +71,7 @@ class ModelConfig:
     quantiles: list | None = _key(None, nullable=True, kind=list, items=float, minimum=0.0, maximum=1.0,
                                   exclusive=True, unique=True)
     conformal: bool = _key(False)
+    series_embedding: int = _key(0, minimum=0)
 
     def __post_init__(self):
         if self.quantiles:
@@ -290,5 +305,12 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def config_from_dict(tree: dict) -> Config:
-    """Rebuild a Config saved with to_dict() (from a checkpoint or config.yaml)."""
+    """Rebuild a Config saved with to_dict() (from a checkpoint or config.yaml).
+
+    A saved config without data.calendar predates covariates: its run had no calendar features,
+    so it is read with data.calendar none (the default, auto, would change what the model reads).
+    """
+    data = tree.get("data")
+    if isinstance(data, dict) and "calendar" not in data:
+        tree = {**tree, "data": {**data, "calendar": "none"}}
     return _apply(Config(), _flatten(tree, "saved config"), "saved config")

@@ -47,6 +47,9 @@ class SeriesSet:
     ids: list[str]
     starts: list[pd.Timestamp]
     values: list[np.ndarray]
+    # Per series (length, n_covariates) float64, columns in the order of `covariate_names`; None: none.
+    covariates: list[np.ndarray] | None = None
+    covariate_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -62,8 +65,17 @@ class SeriesSet:
 
     def head(self, drop_last: int) -> SeriesSet:
         """The same series without their last `drop_last` points (for hold-out evaluation)."""
+        covariates = (None if self.covariates is None else
+                      [c[: len(c) - drop_last] for c in self.covariates])
         return SeriesSet(self.columns, self.freq, list(self.ids), list(self.starts),
-                         [v[: len(v) - drop_last] for v in self.values])
+                         [v[: len(v) - drop_last] for v in self.values], covariates, self.covariate_names)
+
+    def subset(self, index: list[int]) -> SeriesSet:
+        """Series `index` only, in that order."""
+        covariates = None if self.covariates is None else [self.covariates[i] for i in index]
+        return SeriesSet(self.columns, self.freq, [self.ids[i] for i in index],
+                         [self.starts[i] for i in index], [self.values[i] for i in index],
+                         covariates, self.covariate_names)
 
 
 def _line(index: int) -> int:
@@ -116,10 +128,12 @@ def _looks_like_time(column: pd.Series) -> bool:
 
 
 def resolve_columns(path: Path, frame: pd.DataFrame, id_col: str | None, time_col: str | None,
-                    target: list[str] | None, trained: bool = False) -> Columns:
+                    target: list[str] | None, trained: bool = False, covariates: tuple[str, ...] = ()
+                    ) -> Columns:
     """Pick the id, time and target columns: explicit names, then defaults, then detection.
 
-    `trained`: the names come from a trained run, not from the user's options.
+    `trained`: the names come from a trained run, not from the user's options. `covariates` are
+    never detected as the target.
     """
     def require(name: str, option: str) -> None:
         _require(path, frame, name, None if trained else option)
@@ -150,7 +164,7 @@ def resolve_columns(path: Path, frame: pd.DataFrame, id_col: str | None, time_co
         if DEFAULT_TARGET in frame.columns and DEFAULT_TARGET not in (id_col, time_col):
             target = [DEFAULT_TARGET]
         else:
-            numeric = [c for c in frame.columns if c not in (id_col, time_col)
+            numeric = [c for c in frame.columns if c not in (id_col, time_col, *covariates)
                        and pd.api.types.is_numeric_dtype(frame[c])]
             if not numeric:
                 raise LstmcastError(f"{path}: no numeric value column found; pass --target")
@@ -206,9 +220,39 @@ def _parse_values(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
     return values.astype(float)
 
 
-def _long_table(path: Path, frame: pd.DataFrame, columns: Columns) -> pd.DataFrame:
-    """(id, time, value, line) rows, one per observation, in file order."""
+def _parse_covariate(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A covariate column: a finite number in every row (it is read at every step)."""
+    raw = frame[column]
+    if pd.api.types.is_bool_dtype(raw):
+        raise LstmcastError(f"{path}, column '{column}': holds true/false values; write covariates as 0/1")
+    values = raw if pd.api.types.is_numeric_dtype(raw) else pd.to_numeric(raw, errors="coerce")
+    bad = values.isna() | np.isinf(values.astype(float))
+    if bad.any():
+        row = raw.index[bad][0]
+        what = "is empty" if pd.isna(raw[row]) or str(raw[row]).strip() == "" else \
+            f"{str(raw[row])!r} is not a finite number"
+        raise LstmcastError(f"{path} line {_line(row)}, column '{column}': {what}; a covariate needs a "
+                            f"finite number in every row")
+    return values.to_numpy(dtype=np.float64)
+
+
+def check_covariates(path: Path, frame: pd.DataFrame, columns: Columns, names: tuple[str, ...],
+                     trained: bool) -> None:
+    """Every covariate is a column of the file and not the id, time or a target column."""
+    for name in names:
+        _require(path, frame, name, None if trained else "--past-covariates / --future-covariates")
+        role = ("time" if name == columns.time_col else "target" if name in columns.targets else
+                "id" if columns.id_in_input and name == columns.id_col else None)
+        if role:
+            raise LstmcastError(f"{path}: covariate '{name}' is the {role} column; a covariate must be "
+                                f"another column")
+
+
+def _long_table(path: Path, frame: pd.DataFrame, columns: Columns,
+                covariates: tuple[str, ...] = ()) -> pd.DataFrame:
+    """(id, time, value, line, covariates...) rows, one per observation, in file order."""
     times = _parse_times(path, frame, columns.time_col)
+    shared = {name: _parse_covariate(path, frame, name) for name in covariates}
     parts = []
     for target in columns.targets:
         if columns.id_in_input:
@@ -221,7 +265,8 @@ def _long_table(path: Path, frame: pd.DataFrame, columns: Columns) -> pd.DataFra
             ids = pd.Series(target, index=frame.index)
         parts.append(pd.DataFrame({"id": ids, "time": times,
                                    "value": _parse_values(path, frame, target),
-                                   "line": frame.index.to_numpy() + 2}))
+                                   "line": frame.index.to_numpy() + 2,
+                                   **{f"cov:{k}": v for k, v in shared.items()}}))
     table = pd.concat(parts, ignore_index=True)
     dup = table.duplicated(["id", "time"], keep=False)
     if dup.any():
@@ -305,9 +350,12 @@ def infer_frequency(path: Path, groups: dict[str, pd.DatetimeIndex], expected: s
                         f"(from {times[0]}); the rows need one regular frequency")
 
 
-def _regularise(path: Path, table: pd.DataFrame, freq: str, fill: str
-                ) -> tuple[list[str], list[pd.Timestamp], list[np.ndarray]]:
-    ids, starts, values = [], [], []
+def _regularise(path: Path, table: pd.DataFrame, freq: str, fill: str, covariates: tuple[str, ...] = ()
+                ) -> tuple[list[str], list[pd.Timestamp], list[np.ndarray], list[np.ndarray]]:
+    """Series on the grid; covariates at missing timestamps are filled like the values (zero:
+    carried forward, as a covariate of 0 may mean something)."""
+    ids, starts, values, extra = [], [], [], []
+    cov_columns = [f"cov:{k}" for k in covariates]
     gaps = empties = 0
     first_problem = None
     for sid, rows in table.groupby("id", sort=False):
@@ -332,27 +380,73 @@ def _regularise(path: Path, table: pd.DataFrame, freq: str, fill: str
         ids.append(str(sid))
         starts.append(grid[0])
         values.append(series.to_numpy(dtype=np.float64))
+        if cov_columns:
+            cov = pd.DataFrame(rows[cov_columns].to_numpy(), index=pd.DatetimeIndex(rows["time"])).reindex(grid)
+            cov = cov.interpolate(limit_direction="both") if fill == "interpolate" else cov.ffill().bfill()
+            extra.append(cov.to_numpy(dtype=np.float64))
     if fill == "error" and (gaps or empties):
         raise LstmcastError(f"{path}: {gaps} missing timestamps and {empties} empty values "
                             f"(first: {first_problem}); choose a policy with "
                             f"--set data.fill=ffill|interpolate|zero")
-    return ids, starts, values
+    return ids, starts, values, extra
 
 
 def read_series(path: str | Path, *, id_col: str | None = None, time_col: str | None = None,
                 target: list[str] | None = None, fill: str = "error",
-                expected_freq: str | None = None) -> SeriesSet:
+                expected_freq: str | None = None, covariates: list[str] | None = None) -> SeriesSet:
     """Read and validate a long or wide CSV into a SeriesSet (see the README's CSV contract).
 
     `expected_freq` is set when reading for a trained run: the columns and frequency are fixed.
+    `covariates`: numeric columns read per row (in a wide file shared by every series).
     """
     path = Path(path)
     frame = _read_frame(path)
+    names = tuple(covariates or ())
+    trained = expected_freq is not None
     columns = resolve_columns(path, frame, id_col, time_col, list(target) if target else None,
-                              trained=expected_freq is not None)
-    table = _long_table(path, frame, columns)
+                              trained=trained, covariates=names)
+    check_covariates(path, frame, columns, names, trained)
+    table = _long_table(path, frame, columns, names)
     groups = {sid: pd.DatetimeIndex(rows["time"]).sort_values()
               for sid, rows in table.groupby("id", sort=False)}
     freq = infer_frequency(path, groups, expected_freq)
-    ids, starts, values = _regularise(path, table, freq, fill)
-    return SeriesSet(columns, freq, ids, starts, values)
+    ids, starts, values, extra = _regularise(path, table, freq, fill, names)
+    return SeriesSet(columns, freq, ids, starts, values, extra if names else None, names)
+
+
+def read_future(path: str | Path, series: SeriesSet, names: tuple[str, ...], steps: int) -> np.ndarray:
+    """(n_series, steps, len(names)) future covariates from a --future CSV: a row per series
+    (id column, unless the run's file was wide: then rows are shared) and forecast timestamp."""
+    path = Path(path)
+    frame = _read_frame(path)
+    cols = series.columns
+    for name in ([cols.id_col] if cols.id_in_input else []) + [cols.time_col, *names]:
+        _require(path, frame, name, None)
+    times = _parse_times(path, frame, cols.time_col)
+    ids = frame[cols.id_col].astype(str).str.strip() if cols.id_in_input else pd.Series("", index=frame.index)
+    # One time unit on both sides of the merge (parsed timestamps may be in s, ms or us).
+    table = pd.DataFrame({"id": ids.to_numpy(), "time": pd.DatetimeIndex(times).as_unit("ns"),
+                          "row": np.arange(len(frame))})
+    dup = table.duplicated(["id", "time"], keep="first")
+    if dup.any():
+        row = int(table["row"][dup].iloc[0])
+        raise LstmcastError(f"{path} line {_line(row)}: duplicate row for series '{table['id'][row]}' at "
+                            f"{table['time'][row]}; keep one row per series and timestamp")
+    need_ids = np.repeat(np.array(series.ids if cols.id_in_input else [""] * len(series), dtype=object), steps)
+    need_times = pd.DatetimeIndex(np.concatenate([series.future_times(i, steps).as_unit("ns")
+                                                  for i in range(len(series))])).as_unit("ns")
+    need = pd.DataFrame({"id": need_ids, "time": need_times})
+    found = need.merge(table, on=["id", "time"], how="left")["row"]
+    missing = found.isna().to_numpy()
+    if missing.any():
+        where = [f"series '{series.ids[k // steps]}' at {need_times[k]}"
+                 for k in np.flatnonzero(missing)[:3]]
+        more = f" and {missing.sum() - 3} more" if missing.sum() > 3 else ""
+        raise LstmcastError(f"{path}: {missing.sum()} of the {len(need)} needed rows are missing "
+                            f"({'; '.join(where)}{more}); the file needs {', '.join(names)} for each of the "
+                            f"next {steps} steps of every series")
+    rows = found.to_numpy(dtype=np.int64)
+    used = frame.iloc[np.unique(rows)]
+    values = np.stack([pd.Series(_parse_covariate(path, used, name), index=used.index).reindex(frame.index[rows])
+                       .to_numpy() for name in names], axis=-1)
+    return values.reshape(len(series), steps, len(names))

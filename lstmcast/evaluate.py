@@ -65,7 +65,8 @@ def backtest(run: Run, series: SeriesSet, windows: int = 1, step: int | None = N
     origin = origins[window, index]
     earliest = np.where(origins >= 1, origins, lengths[None, :]).min(axis=0)
     loc, scale = run.scaler.for_series(series.ids, [v[:e] for v, e in zip(series.values, earliest)])
-    model = forecast_at(run, series.values, loc, scale, origin, index)   # (rows, horizon[, Q])
+    # Known future features of the held-out steps come from the data file itself.
+    model = forecast_at(run, series, loc, scale, origin, index)   # (rows, horizon[, Q])
     # Targets by index into the unscaled float64 values laid end to end.
     flat = np.concatenate(series.values)
     first = np.cumsum(lengths) - lengths

@@ -23,10 +23,15 @@ class Forecaster(nn.Module):
     cuDNN kernel on CUDA), nn.GRU for gru, the fused custom loops for peephole and cifg; optionally
     bidirectional. The head reads the encoder's final state (both directions' when bidirectional)
     and, with model.attention, also an attention-weighted sum of every encoder state.
+
+    With `n_known` features known in advance (future covariates, calendar) the linear head is
+    replaced by a per-step decoder (StepDecoder) that also reads each step's features. With
+    model.series_embedding and `n_series` training series, a learned vector per series joins the
+    summary; a series not seen in training (code -1) gets the mean of the learned vectors.
     """
 
     def __init__(self, config: ModelConfig, horizon: int, lookback: int,
-                 input_size: int = N_FEATURES):
+                 input_size: int = N_FEATURES, n_known: int = 0, n_series: int = 0):
         super().__init__()
         self.horizon = horizon
         self.lookback = lookback  # reads the last `lookback` steps of longer inputs (ensembles)
@@ -37,19 +42,31 @@ class Forecaster(nn.Module):
         width = encoder_output_size(config.hidden_size, config.bidirectional)
         self.attention = Attention(width) if config.attention else None
         summary = 2 * width if config.attention else width
+        embedding = config.series_embedding if n_series else 0
+        summary += embedding
         self.dropout = nn.Dropout(config.dropout)
-        self.head = nn.Linear(summary, horizon)
+        # Exactly the modules (and creation order) of a model without covariates when n_known is 0.
+        self.head = nn.Linear(summary, horizon) if not n_known else None
+        self.n_known = n_known
         self.levels = config.levels      # None: point forecasts (no further parameters)
         if self.levels is not None:
             self.median_index = self.levels.index(0.5)
             # Gaps between neighbouring levels, outward from the median: (horizon, Q - 1) per window.
             self.spread = nn.Linear(summary, horizon * (len(self.levels) - 1))
             init_spread(self.spread, self.levels)
+        self.decoder = StepDecoder(summary, n_known, horizon, config.hidden_size) if n_known else None
+        self.embedding = nn.Embedding(n_series, embedding) if embedding else None
+        if self.embedding is not None:
+            nn.init.normal_(self.embedding.weight, std=0.1)  # the size of the summary's entries
         self.attention_weights: torch.Tensor | None = None  # (batch, lookback) of the last call
 
-    def normalized(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def normalized(self, inputs: torch.Tensor, future: torch.Tensor | None = None,
+                   series: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Forecast in window-normalised units: (prediction, loc, scale), the last two (batch, 1);
         prediction (batch, horizon), or (batch, horizon, Q) with quantile levels.
+
+        `future` (batch, horizon, n_known): the known features of each forecast step; `series`
+        (batch,) int64: each window's embedding row (-1 or None: the mean embedding).
 
         Training computes its loss here, on (target - loc) / scale, so that every window weighs
         the same whatever the level of its series.
@@ -59,17 +76,29 @@ class Forecaster(nn.Module):
         if self.window_norm != "none":
             observed = inputs[..., 1]
             values = (inputs[..., 0] - loc) / scale * observed  # padding stays 0
-            inputs = torch.stack([values, observed], dim=-1)
+            inputs = torch.cat([values[..., None], observed[..., None], inputs[..., 2:]], dim=-1)
         states, _ = self.encoder(inputs)                       # (batch, lookback, width)
         values = inputs[..., 0]
-        last = self.dropout(self.summary(states, inputs[..., 1]))  # (batch, summary)
+        last = self.summary(states, inputs[..., 1])            # (batch, summary)
+        if self.embedding is not None:
+            last = torch.cat([last, self.embed(series, len(last)).to(last.dtype)], dim=-1)
+        last = self.dropout(last)
         # The head learns a correction to the naive forecast (the last observed value): an
         # untrained model already forecasts like naive, which keeps ratio losses (sMAPE) out of
         # the flat region where a forecast near 0 sits against a target near 1.
-        median = self.head(last) + values[:, -1:]             # (batch, horizon)
+        correction = self.head(last) if self.decoder is None else self.decoder(last, future)
+        median = correction + values[:, -1:]                  # (batch, horizon)
         if self.levels is None:
             return median, loc, scale
         return self.quantiles(median, last), loc, scale        # (batch, horizon, Q)
+
+    def embed(self, series: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """(batch,) embedding rows -> (batch, series_embedding); unseen (-1) or None: the mean row."""
+        weight = self.embedding.weight
+        mean = weight.mean(dim=0, keepdim=True)
+        if series is None:
+            return mean.expand(batch, -1)
+        return torch.where((series >= 0)[:, None], weight[series.clamp_min(0)], mean)
 
     def summary(self, states: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
         """What the head reads: (batch, lookback, width) -> (batch, width or 2 x width)."""
@@ -93,12 +122,36 @@ class Forecaster(nn.Module):
         above = median + gaps[..., m:].cumsum(dim=-1)          # levels m+1, ..., Q-1
         return torch.cat([below.flip(-1), median, above], dim=-1)
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, future: torch.Tensor | None = None,
+                series: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, lookback, features) -> (batch, horizon) or (batch, horizon, Q) in the inputs' units."""
-        prediction, loc, scale = self.normalized(inputs)
+        prediction, loc, scale = self.normalized(inputs, future, series)
         if prediction.dim() == 3:
             loc, scale = loc[..., None], scale[..., None]      # (batch, 1, 1)
         return prediction.float() * scale + loc
+
+
+class StepDecoder(nn.Module):
+    """Per-step head: correction_k = MLP([summary, known features of step k, one-hot k]), the
+    same MLP for every step, so step k reads only its own future features."""
+
+    def __init__(self, summary: int, n_known: int, horizon: int, hidden: int):
+        super().__init__()
+        self.horizon = horizon
+        self.mlp = nn.Sequential(nn.Linear(summary + n_known + horizon, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.register_buffer("steps", torch.eye(horizon), persistent=False)
+        # The last layer starts at 0: an untrained model forecasts naive, as the linear head nearly does.
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, summary: torch.Tensor, future: torch.Tensor | None) -> torch.Tensor:
+        """(batch, summary), (batch, horizon, n_known) -> (batch, horizon)."""
+        if future is None:
+            raise ValueError("this model reads known future features: pass `future`")
+        batch = len(summary)
+        x = torch.cat([summary[:, None, :].expand(batch, self.horizon, -1), future.to(summary.dtype),
+                       self.steps.to(summary.dtype).expand(batch, -1, -1)], dim=-1)
+        return self.mlp(x)[..., 0]
 
 
 class Attention(nn.Module):
@@ -176,9 +229,11 @@ class Ensemble(nn.Module):
         self.register_buffer("corrections", corrections, persistent=False)
 
     @classmethod
-    def from_weights(cls, config: Config, weights: list[dict], conformal: dict | None = None) -> Ensemble:
-        """The ensemble a run saved: member k (1-based) reads config.member_lookback(k) steps."""
-        members = [Forecaster(config.model, config.data.horizon, config.member_lookback(k))
+    def from_weights(cls, config: Config, weights: list[dict], conformal: dict | None = None,
+                     dims: dict | None = None) -> Ensemble:
+        """The ensemble a run saved: member k (1-based) reads config.member_lookback(k) steps.
+        `dims`: input_size, n_known, n_series (covariates.FeatureSpec.dims; None: none)."""
+        members = [Forecaster(config.model, config.data.horizon, config.member_lookback(k), **(dims or {}))
                    for k in range(1, len(weights) + 1)]
         for member, state in zip(members, weights):
             member.load_state_dict(state)
@@ -189,11 +244,13 @@ class Ensemble(nn.Module):
         the whole input (the longest member lookback); 1 (per-series scaled units) with none."""
         return window_stats(inputs, self.window_norm)[1]
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, future: torch.Tensor | None = None,
+                series: torch.Tensor | None = None) -> torch.Tensor:
+        # Members slice their own lookback from `inputs`; `future` is per forecast step, unsliced.
         if len(self.members) == 1:
-            forecasts = self.members[0](inputs)
+            forecasts = self.members[0](inputs, future, series)
         else:
-            forecasts = torch.stack([member(inputs).float() for member in self.members])
+            forecasts = torch.stack([member(inputs, future, series).float() for member in self.members])
             forecasts = forecasts.quantile(0.5, dim=0)        # (batch, horizon[, Q])
             if self.levels is not None:
                 forecasts = keep_monotone(forecasts, self.median_index)
@@ -213,7 +270,8 @@ def forecast_windows(model: nn.Module, inputs_of, starts: torch.Tensor,
     """Scaled forecasts (n, horizon), or (n, horizon, Q), in fp32 for windows `starts`, in batches,
     in eval mode.
 
-    `inputs_of(starts) -> (batch, lookback, features)` builds the inputs (SeriesBuffer.inputs).
+    `inputs_of(starts)` builds the model's arguments: (batch, lookback, features) inputs
+    (SeriesBuffer.inputs), or a tuple (inputs, future, series) (SeriesBuffer.model_inputs).
     """
     was_training = model.training
     model.eval()
@@ -221,7 +279,8 @@ def forecast_windows(model: nn.Module, inputs_of, starts: torch.Tensor,
     for chunk in torch.split(starts, batch_size):
         with torch.autocast(chunk.device.type, dtype=autocast or torch.float32,
                             enabled=autocast is not None):
-            out.append(model(inputs_of(chunk)).float())
+            args = inputs_of(chunk)
+            out.append(model(*(args if isinstance(args, tuple) else (args,))).float())
     model.train(was_training)
     if not out:
         levels = getattr(model, "levels", None)

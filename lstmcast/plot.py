@@ -8,7 +8,6 @@ atomic write as every other output: a failure leaves any previous file as it was
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 from dataclasses import dataclass
@@ -171,11 +170,12 @@ def _draw_series(ax, past: pd.DatetimeIndex, values: np.ndarray, ahead: pd.DataF
 
 def plot_forecasts(data_path: str | Path, run_dir: str | Path, out_path: str | Path,
                    series_ids: list[str] | None = None, history: int | None = None,
-                   device: str = "cpu") -> ForecastPlot:
+                   device: str = "cpu", future: str | Path | None = None) -> ForecastPlot:
     """One panel per series: its last `history` points, then the forecast from the last point on.
 
     `history` defaults to 4 x horizon, and at least the model's lookback. Without `series_ids` the
-    first 6 series of the file are drawn.
+    first 6 series of the file are drawn. `future`: the future covariates CSV, needed (as for
+    predict) when the run was trained with data.future_covariates.
     """
     out, fmt = _check_out(out_path)
     Figure, FigureCanvasAgg, mdates, _ = _matplotlib()
@@ -185,10 +185,8 @@ def plot_forecasts(data_path: str | Path, run_dir: str | Path, out_path: str | P
     series = read_for_run(run, data_path)
     chosen, left_out = _select(list(series.ids), series_ids, data_path)
     # Forecast only the series drawn: each series is forecast independently of the others.
-    series = dataclasses.replace(series, ids=[series.ids[i] for i in chosen],
-                                 starts=[series.starts[i] for i in chosen],
-                                 values=[series.values[i] for i in chosen])
-    frame = forecast_frame(run, series, forecast(run, series))
+    series = series.subset(chosen)
+    frame = forecast_frame(run, series, forecast(run, series, future=future))
     if history is None:
         history = max(4 * run.horizon, run.config.input_length)
     bands = sorted(quantile_bands(frame), key=_band_width, reverse=True)

@@ -11,7 +11,8 @@ import torch
 
 from .checkpoint import BEST, atomic_write_text, load_checkpoint
 from .config import Config, config_from_dict, quantile_column
-from .data import Columns, SeriesSet, read_series
+from .covariates import FeatureSpec
+from .data import Columns, SeriesSet, read_future, read_series
 from .device import autocast_dtype, resolve_device
 from .errors import LstmcastError
 from .model import Ensemble, forecast_windows
@@ -30,6 +31,7 @@ class Run:
     columns: Columns
     freq: str
     device: torch.device
+    features: FeatureSpec | None = None   # covariates and calendar; None: as before covariates
 
     @property
     def horizon(self) -> int:
@@ -54,10 +56,12 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     payload = load_checkpoint(run_dir / BEST)
     config = config_from_dict(payload["config"])
     target = resolve_device(device)
+    # Runs trained before covariates have no "features" (and, config_from_dict, calendar none).
+    features = FeatureSpec.from_checkpoint(payload, config)
     # Runs trained before quantiles existed have neither a "conformal" entry nor model.quantiles.
-    model = Ensemble.from_weights(config, payload["models"], payload.get("conformal"))
+    model = Ensemble.from_weights(config, payload["models"], payload.get("conformal"), features.dims())
     return Run(run_dir, model.to(target).eval(), config, Scaler.from_dict(payload["scaler"]),
-               Columns.from_dict(payload["columns"]), payload["freq"], target)
+               Columns.from_dict(payload["columns"]), payload["freq"], target, features)
 
 
 def read_for_run(run: Run, data_path: str | Path) -> SeriesSet:
@@ -65,7 +69,8 @@ def read_for_run(run: Run, data_path: str | Path) -> SeriesSet:
     cols = run.columns
     return read_series(data_path, id_col=cols.id_col if cols.id_in_input else None,
                        time_col=cols.time_col, target=list(cols.targets),
-                       fill=run.config.data.fill, expected_freq=run.freq)
+                       fill=run.config.data.fill, expected_freq=run.freq,
+                       covariates=run.config.data.covariates)
 
 
 def check_horizon(run: Run, horizon: int | None) -> int:
@@ -77,28 +82,51 @@ def check_horizon(run: Run, horizon: int | None) -> int:
     return horizon
 
 
-def forecast(run: Run, series: SeriesSet, horizon: int | None = None) -> np.ndarray:
-    """(n_series, horizon) forecasts in the data's units, from the end of each series; with
-    quantiles (n_series, horizon, Q), levels run.levels."""
+def future_values(run: Run, series: SeriesSet, future: str | Path | None, steps: int) -> np.ndarray | None:
+    """(n_series, steps, n_future) future covariates from the --future file, or None (none used)."""
+    names = run.features.future if run.features is not None else ()
+    if names and future is None:
+        cols = run.columns
+        needed = ([cols.id_col] if cols.id_in_input else []) + [cols.time_col, *names]
+        raise LstmcastError(f"this run reads future covariates ({', '.join(names)}); pass --future FILE.csv "
+                            f"with columns {', '.join(needed)} for each of the next {steps} steps of every series")
+    if not names and future is not None:
+        raise LstmcastError(f"--future {future}: this run has no future covariates; drop --future")
+    return read_future(future, series, names, steps) if names else None
+
+
+def forecast(run: Run, series: SeriesSet, horizon: int | None = None,
+             future: str | Path | None = None) -> np.ndarray:
+    """(n_series, horizon) forecasts past the end of each series; (n, horizon, Q) with quantiles.
+    `future`: the CSV of future covariate values, for runs trained with data.future_covariates."""
     horizon = check_horizon(run, horizon)
+    values = future_values(run, series, future, horizon)
     loc, scale = run.scaler.for_series(series.ids, series.values)
-    return forecast_at(run, series.values, loc, scale, series.lengths())[:, :horizon]
+    tail = run.features.tail(series, values, run.horizon) if run.features is not None else None
+    return forecast_at(run, series, loc, scale, series.lengths(), tail=tail)[:, :horizon]
 
 
-def forecast_at(run: Run, values: list[np.ndarray], loc: np.ndarray, scale: np.ndarray,
-                origins: np.ndarray, series: np.ndarray | None = None) -> np.ndarray:
+def forecast_at(run: Run, series: SeriesSet, loc: np.ndarray, scale: np.ndarray,
+                origins: np.ndarray, index: np.ndarray | None = None,
+                tail: list[np.ndarray] | None = None) -> np.ndarray:
     """(n, run.horizon) forecasts in the data's units from n cut points, in one batched pass;
     (n, run.horizon, Q) with quantiles.
 
-    Forecast j reads series `series[j]` (default: series j) up to, not including, point
-    `origins[j]`; series i is scaled by (loc[i], scale[i]). Origin = length forecasts the future.
+    Forecast j reads series `index[j]` (default: series j) up to, not including, point
+    `origins[j]`; series i is scaled by (loc[i], scale[i]). Origin = length forecasts the future,
+    which with known future features needs `tail` (FeatureSpec.tail): the rows after each end.
     """
-    series = np.arange(len(values)) if series is None else np.asarray(series)
-    scaled = [(v - lo) / sc for v, lo, sc in zip(values, loc, scale)]
-    buffer = SeriesBuffer.build(scaled, run.config.input_length, run.device)
+    index = np.arange(len(series)) if index is None else np.asarray(index)
+    scaled = [(v - lo) / sc for v, lo, sc in zip(series.values, loc, scale)]
+    spec = run.features
+    extra = spec.extra(series) if spec is not None else None
+    n_known = spec.n_known if spec is not None else 0
+    codes = spec.codes(series.ids) if spec is not None and run.config.model.series_embedding else None
+    buffer = SeriesBuffer.build(scaled, run.config.input_length, run.device, extra, tail,
+                                n_known=n_known, horizon=run.horizon, codes=codes)
     autocast = autocast_dtype(run.config.train.precision, run.device)
-    out = forecast_windows(run.model, buffer.inputs, buffer.origin_starts(origins, series), autocast)
-    return unscale(out.cpu().double().numpy(), loc[series], scale[series])
+    out = forecast_windows(run.model, buffer.model_inputs, buffer.origin_starts(origins, index), autocast)
+    return unscale(out.cpu().double().numpy(), loc[index], scale[index])
 
 
 def point(run: Run, values: np.ndarray) -> np.ndarray:
@@ -120,12 +148,13 @@ def forecast_frame(run: Run, series: SeriesSet, values: np.ndarray) -> pd.DataFr
 
 
 def predict(data_path: str | Path, run_dir: str | Path, out_path: str | Path | None = None, *,
-            horizon: int | None = None, device: str = "cpu") -> pd.DataFrame:
-    """Forecast past the end of every series in `data_path`; write CSV to `out_path` if given."""
+            horizon: int | None = None, device: str = "cpu", future: str | Path | None = None) -> pd.DataFrame:
+    """Forecast past the end of every series in `data_path`; write CSV to `out_path` if given.
+    `future`: CSV of the future covariates (runs trained with data.future_covariates)."""
     run = load_run(run_dir, device)
     check_horizon(run, horizon)
     series = read_for_run(run, data_path)
-    frame = forecast_frame(run, series, forecast(run, series, horizon))
+    frame = forecast_frame(run, series, forecast(run, series, horizon, future))
     if out_path is not None:
         atomic_write_text(out_path, frame.to_csv(index=False))
     return frame

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from . import __version__
 from .checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict, quantile_pairs
+from .covariates import FeatureSpec
 from .data import SeriesSet, read_series
 from .device import autocast_dtype, describe, resolve_device, seed_everything
 from .errors import LstmcastError
@@ -206,6 +207,10 @@ def data_fingerprint(series: SeriesSet) -> str:
     for sid, start, values in zip(series.ids, series.starts, series.values):
         digest.update(f"{sid}|{start.isoformat()}|{len(values)}".encode())
         digest.update(np.ascontiguousarray(values).tobytes())
+    if series.covariates is not None:  # without covariates: the same fingerprint as before them
+        digest.update("|".join(series.covariate_names).encode())
+        for covariates in series.covariates:
+            digest.update(np.ascontiguousarray(covariates).tobytes())
     return digest.hexdigest()
 
 
@@ -256,11 +261,12 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
 
 
 def window_loss(model, inputs: torch.Tensor, targets: torch.Tensor, loss_fn,
-                autocast: torch.dtype | None) -> torch.Tensor:
+                autocast: torch.dtype | None, future: torch.Tensor | None = None,
+                series: torch.Tensor | None = None) -> torch.Tensor:
     """The loss on the window-normalised scale: every window weighs the same, whatever its level."""
     with torch.autocast(inputs.device.type, dtype=autocast or torch.float32,
                         enabled=autocast is not None):
-        prediction, loc, scale = model.normalized(inputs)
+        prediction, loc, scale = model.normalized(inputs, future, series)
     if isinstance(loss_fn, (MaseLoss, PinballLoss)):
         return loss_fn(prediction.float(), (targets - loc) / scale, inputs, scale)
     return loss_fn(prediction.float(), (targets - loc) / scale)
@@ -281,8 +287,9 @@ def run_epoch(model, optimizer, buffer: SeriesBuffer, starts: torch.Tensor, hori
     steps = math.ceil(len(starts) / batch_size)
     total = torch.zeros((), device=device)
     for step, rows in enumerate(torch.split(order, batch_size), start=1):
-        inputs, targets = buffer.windows(starts[rows], horizon)  # (B, L, F), (B, H)
-        loss = window_loss(model, inputs, targets, loss_fn, autocast)
+        batch = starts[rows]
+        inputs, targets = buffer.windows(batch, horizon)  # (B, L, F), (B, H)
+        loss = window_loss(model, inputs, targets, loss_fn, autocast, buffer.future(batch), buffer.series(batch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip > 0:
@@ -302,7 +309,8 @@ def validation_loss(model, buffer: SeriesBuffer, starts: torch.Tensor, horizon: 
     total = torch.zeros((), device=starts.device)
     for chunk in torch.split(starts, batch_size):
         inputs, targets = buffer.windows(chunk, horizon)
-        total += window_loss(model, inputs, targets, loss_fn, autocast) * len(chunk)
+        total += window_loss(model, inputs, targets, loss_fn, autocast, buffer.future(chunk),
+                             buffer.series(chunk)) * len(chunk)
     return float(total) / max(len(starts), 1)
 
 
@@ -360,7 +368,8 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
 
     # Everything the user can get wrong is checked before anything is written.
     series = read_series(data_path, id_col=config.data.id_col, time_col=config.data.time_col,
-                         target=config.data.target, fill=config.data.fill)
+                         target=config.data.target, fill=config.data.fill,
+                         covariates=config.data.covariates)
     config = resolve_config(config, series)
     check_lengths(series, config.data.horizon, data_path)
     work = _prepare_run_dir(out, resume, overwrite)
@@ -388,10 +397,10 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
     return result
 
 
-def _new_fit(config: Config, member: int, device: torch.device) -> _Fit:
+def _new_fit(config: Config, member: int, device: torch.device, dims: dict) -> _Fit:
     seed = config.train.seed + member - 1
     seed_everything(seed)
-    model = Forecaster(config.model, config.data.horizon, config.member_lookback(member)).to(device)
+    model = Forecaster(config.model, config.data.horizon, config.member_lookback(member), **dims).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr,
                                   weight_decay=config.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -417,8 +426,12 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
     scaler = Scaler.fit(config.data.scaling, series.ids,
                         [v[:n] for v, n in zip(series.values, train_lengths)])
     scaled = [(v - loc) / scale for v, loc, scale in zip(series.values, scaler.loc, scaler.scale)]
+    features = FeatureSpec.fit(config, series, train_lengths)
+    dims = features.dims()
+    codes = np.arange(len(series)) if dims["n_series"] and config.model.series_embedding else None
     # Padded for the longest member lookback; each member reads it through its own window length.
-    buffer = SeriesBuffer.build(scaled, config.input_length, device)
+    buffer = SeriesBuffer.build(scaled, config.input_length, device, features.extra(series),
+                                n_known=features.n_known, horizon=horizon, codes=codes)
     keep_validated = torch.from_numpy(is_validated).to(device)
     loss_fn = make_loss(config.train.loss, season_length(series.freq), config.model.levels)
     meta = {"config": config.to_dict(), "scaler": scaler.to_dict(),
@@ -426,7 +439,7 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
             "series_ids": list(series.ids),
             "last_timestamps": [series.last_time(i).isoformat() for i in range(len(series))],
             "versions": {"lstmcast": __version__, "torch": str(torch.__version__)},
-            "data_fingerprint": fingerprint}
+            "data_fingerprint": fingerprint, "features": features.to_dict()}
     atomic_write_text(work / "config.yaml", config.to_yaml())
 
     # With refit, `done` holds the refitted weights that forecast and `held_out` the weights
@@ -436,7 +449,7 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
     held_out: list[dict] = [] if state is None else list(state["members_held_out"])
     history: list[dict] = [] if state is None else [dict(r) for r in state["history"]]
     for member in range(len(done) + 1, members + 1):
-        fit = _new_fit(config, member, device)
+        fit = _new_fit(config, member, device, dims)
         view = buffer.with_lookback(config.member_lookback(member))
         train_starts = view.training_starts(train_lengths, horizon, per_series)
         val_starts = view.target_starts(horizon)[keep_validated]
@@ -495,7 +508,7 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
             save_checkpoint({**meta, "models": [*done, fit.model.state_dict()]}, work / BEST)
         done.append(copy.deepcopy(fit.model.state_dict()) if refit else fit.best_weights)
 
-    model = Ensemble.from_weights(config, held_out).to(device)
+    model = Ensemble.from_weights(config, held_out, dims=dims).to(device)
     val_starts = buffer.target_starts(horizon)[keep_validated]
     metrics = validation_metrics(model, buffer, val_starts, is_validated, series, scaler, horizon,
                                  autocast, config.model.quantiles)
@@ -524,7 +537,7 @@ def validation_metrics(model, buffer: SeriesBuffer, val_starts: torch.Tensor, is
                        autocast: torch.dtype | None, quantiles: list[float] | None = None) -> dict:
     """Model vs naive baselines on the validation part (last `horizon` points), original units;
     with quantiles also interval coverage and pinball losses (of the uncalibrated model)."""
-    scaled = forecast_windows(model, buffer.inputs, val_starts, autocast).cpu().double().numpy()
+    scaled = forecast_windows(model, buffer.model_inputs, val_starts, autocast).cpu().double().numpy()
     forecast = unscale(scaled, scaler.loc[is_validated], scaler.scale[is_validated])
     point = forecast if forecast.ndim == 2 else forecast[..., model.median_index]
     values = [v for v, keep in zip(series.values, is_validated) if keep]
@@ -544,7 +557,7 @@ def calibrate(model: Ensemble, buffer: SeriesBuffer, val_starts: torch.Tensor, h
     """Conformalized quantile regression on the validation windows: per symmetric pair of levels
     and per step, the correction (window-normalised units) that makes the interval cover its
     nominal share of the validation targets. Plain lists, for the checkpoint and metrics.json."""
-    quantiles = forecast_windows(model, buffer.inputs, val_starts, autocast)   # (n, horizon, Q) scaled
+    quantiles = forecast_windows(model, buffer.model_inputs, val_starts, autocast)  # (n, horizon, Q) scaled
     _, targets = buffer.windows(val_starts, horizon)                          # (n, horizon)
     scale = model.conformal_scale(buffer.inputs(val_starts))                   # (n, 1)
     pairs = quantile_pairs(model.levels)

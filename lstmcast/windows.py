@@ -3,6 +3,12 @@
 All series are laid end to end in one 1-D buffer, each preceded by `lookback` zeros of padding
 whose `observed` flag is 0. A window is just the flat index of its first input position, so an
 epoch is a permutation of an int64 tensor and a batch is one gather: no per-sample Python.
+
+With covariates or calendar features each step also holds those (covariates.FeatureSpec.layout:
+value, observed, past covariates, future covariates, calendar); the last `n_known` columns are
+known in advance, and the model reads them for each forecast step from the rows after the input
+window. To forecast past the end, each series is followed by `horizon` tail rows (value 0,
+observed 0, its future features) before the next series' padding.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-N_FEATURES = 2  # (scaled value, observed flag) per time step
+N_FEATURES = 2  # (scaled value, observed flag) per time step, before covariates and calendar
 
 
 def _ranges(first: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -36,15 +42,33 @@ class SeriesBuffer:
     offsets: np.ndarray     # (n_series,) flat index of each series' first real point
     lengths: np.ndarray     # (n_series,) number of real points per series
     lookback: int
+    n_known: int = 0        # trailing feature columns known in advance (future covariates, calendar)
+    horizon: int = 0        # forecast steps whose known features `future` gathers
+    series_of: torch.Tensor | None = None  # (total,) int64 embedding row of each row's series (-1: unseen)
 
     @classmethod
-    def build(cls, scaled: list[np.ndarray], lookback: int, device: torch.device) -> SeriesBuffer:
+    def build(cls, scaled: list[np.ndarray], lookback: int, device: torch.device,
+              extra: list[np.ndarray] | None = None, tail: list[np.ndarray] | None = None,
+              n_known: int = 0, horizon: int = 0, codes: np.ndarray | None = None) -> SeriesBuffer:
+        """`extra[i]`: (length_i, n_extra) more features per real step of series i; `tail[i]`:
+        (rows, n_extra) features of the rows after its end (forecasting); `codes[i]`: its
+        embedding row. Without them the buffer is (value, observed) only, as before covariates."""
         lengths = np.array([len(s) for s in scaled], dtype=np.int64)
-        offsets = np.cumsum(lengths + lookback) - lengths
-        features = np.zeros((int((lengths + lookback).sum()), N_FEATURES), dtype=np.float32)
-        for offset, series in zip(offsets, scaled):
-            features[offset: offset + len(series)] = np.stack([series, np.ones(len(series))], axis=1)
-        return cls(torch.from_numpy(features).to(device), offsets, lengths, lookback)
+        tails = np.array([len(t) for t in tail] if tail is not None else [0] * len(scaled), dtype=np.int64)
+        width = N_FEATURES + (extra[0].shape[1] if extra else 0)
+        offsets = np.cumsum(lengths + tails + lookback) - lengths - tails
+        features = np.zeros((int((lengths + tails + lookback).sum()), width), dtype=np.float32)
+        for i, (offset, series) in enumerate(zip(offsets, scaled)):
+            features[offset: offset + len(series), :N_FEATURES] = np.stack([series, np.ones(len(series))], axis=1)
+            if extra:
+                features[offset: offset + len(series), N_FEATURES:] = extra[i]
+            if tail is not None:
+                features[offset + len(series): offset + len(series) + tails[i], N_FEATURES:] = tail[i]
+        series_of = None
+        if codes is not None:
+            series_of = torch.from_numpy(np.repeat(np.asarray(codes, dtype=np.int64), lengths + tails + lookback))
+            series_of = series_of.to(device)
+        return cls(torch.from_numpy(features).to(device), offsets, lengths, lookback, n_known, horizon, series_of)
 
     @property
     def values(self) -> torch.Tensor:
@@ -88,9 +112,25 @@ class SeriesBuffer:
         return self.to_starts(self.offsets[series] + np.asarray(origins) - self.lookback)
 
     def inputs(self, starts: torch.Tensor) -> torch.Tensor:
-        """(batch,) starts -> (batch, lookback, N_FEATURES) model inputs."""
+        """(batch,) starts -> (batch, lookback, features) model inputs."""
         index = starts[:, None] + torch.arange(self.lookback, device=starts.device)
         return self.features[index]
+
+    def future(self, starts: torch.Tensor) -> torch.Tensor | None:
+        """(batch,) starts -> (batch, horizon, n_known): the known features of each forecast step,
+        the rows lookback .. lookback + horizon - 1 after the start; None when there are none."""
+        if self.n_known == 0:
+            return None
+        index = starts[:, None] + self.lookback + torch.arange(self.horizon, device=starts.device)
+        return self.features[index][..., -self.n_known:]
+
+    def series(self, starts: torch.Tensor) -> torch.Tensor | None:
+        """(batch,) embedding row of each window's series (read at its last input row), or None."""
+        return None if self.series_of is None else self.series_of[starts + self.lookback - 1]
+
+    def model_inputs(self, starts: torch.Tensor) -> tuple:
+        """What the model is called with: (inputs, future or None, series or None)."""
+        return self.inputs(starts), self.future(starts), self.series(starts)
 
     def windows(self, starts: torch.Tensor, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch,) starts -> inputs (batch, lookback, N_FEATURES), targets (batch, horizon)."""

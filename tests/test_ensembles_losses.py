@@ -41,7 +41,8 @@ def test_ensemble_lookbacks_config_parsing_and_checks(tmp_path):
 
 def test_members_with_different_lookbacks(tmp_path):
     out = tmp_path / "run"
-    result = run_cli("train", SALES, "--out", out, *TINY, "--set", "train.epochs=2",
+    # calendar none: the members below are called with bare (value, observed) inputs.
+    result = run_cli("train", SALES, "--out", out, *TINY, "--set", "train.epochs=2", "--set", "data.calendar=none",
                      "--set", "train.ensemble=2", "--set", "train.ensemble_lookbacks=[6,20]")
     assert result.exit_code == 0, result.stderr
     assert "6 training windows" not in result.stderr

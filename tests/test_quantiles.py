@@ -25,7 +25,8 @@ from lstmcast.train import MaseLoss, PinballLoss, calibrate, make_loss
 from lstmcast.windows import SeriesBuffer
 
 LEVELS = [0.1, 0.5, 0.9]
-QUANTILE_RUN = ["--quantiles", "0.1,0.5,0.9", "--set", "model.conformal=true"]
+# calendar none: test_checkpoint_holds_the_corrections_as_plain_lists rebuilds a bare buffer.
+QUANTILE_RUN = ["--quantiles", "0.1,0.5,0.9", "--set", "model.conformal=true", "--set", "data.calendar=none"]
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +203,7 @@ def test_predict_writes_quantile_columns(quantile_run, tmp_path):
 
 def test_checkpoint_holds_the_corrections_as_plain_lists(quantile_run):
     payload = torch.load(quantile_run / "model.pt", map_location="cpu", weights_only=True)
-    assert payload["format_version"] == 2 and len(payload["models"]) == 2
+    assert payload["format_version"] == 3 and len(payload["models"]) == 2
     assert payload["config"]["model"]["quantiles"] == LEVELS and payload["config"]["model"]["conformal"] is True
     conformal = payload["conformal"]
     assert conformal["pairs"] == [[0.1, 0.9]] and conformal["names"] == ["0.1-0.9"]

@@ -1,0 +1,198 @@
+"""Covariates and calendar features: what the model reads besides the target, and its layout.
+
+Per time step the model reads (value, observed, past covariates..., future covariates...,
+calendar...). The last `n_known` columns (future covariates, then calendar) are known in advance:
+the head reads them for each forecast step. Covariates are standardised per column with the
+mean and standard deviation of the training part; calendar features are sin/cos pairs in [-1, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pandas.tseries.frequencies import to_offset
+
+from .config import Config
+from .data import SeriesSet
+
+# (name, period): the feature is 2 pi x / period as a sin/cos pair, x counted from 0.
+_HOUR, _MINUTE, _WEEKDAY = ("hour", 24.0), ("minute", 60.0), ("dayofweek", 7.0)
+_DAYOFYEAR, _WEEK = ("dayofyear", 366.0), ("week", 53.0)
+_MONTH, _QUARTER = ("month", 12.0), ("quarter", 4.0)
+
+
+def calendar_parts(freq: str) -> list[tuple[str, float]]:
+    """The calendar features of a frequency, before sin/cos: sub-daily: hour of day (+ minute of
+    hour when sub-hourly), day of week; daily / business daily: day of week, day of year; weekly:
+    week of year; monthly: month; quarterly: quarter; yearly and anything else: none."""
+    offset = to_offset(freq)
+    name = offset.rule_code.split("-")[0]
+    if name in ("MS", "ME", "M", "BMS", "BME", "SMS", "SME"):
+        return [_MONTH]
+    if name.startswith("Q") or name.startswith("BQ"):
+        return [_QUARTER]
+    if name.startswith("W"):
+        return [_WEEK]
+    if name in ("B", "C"):
+        return [_WEEKDAY, _DAYOFYEAR]
+    try:
+        period = pd.Timedelta(offset)
+    except (ValueError, TypeError):
+        return []
+    if period < pd.Timedelta(hours=1):
+        return [_HOUR, _MINUTE, _WEEKDAY]
+    if period < pd.Timedelta(days=1):
+        return [_HOUR, _WEEKDAY]
+    if period == pd.Timedelta(days=1):
+        return [_WEEKDAY, _DAYOFYEAR]
+    return []
+
+
+def calendar_names(freq: str, mode: str = "auto") -> tuple[str, ...]:
+    """Column names of the calendar features: ("month_sin", "month_cos") for monthly data."""
+    if mode == "none":
+        return ()
+    return tuple(f"{name}_{f}" for name, _ in calendar_parts(freq) for f in ("sin", "cos"))
+
+
+def _position(times: pd.DatetimeIndex, name: str) -> np.ndarray:
+    """x of a calendar feature, counted from 0: hour 0..23 (with minutes as a fraction), minute
+    0..59, day of week 0 (Monday)..6, day of year 0..365, ISO week 0..52, month 0..11, quarter 0..3."""
+    if name == "hour":
+        return times.hour.to_numpy() + times.minute.to_numpy() / 60.0
+    if name == "minute":
+        return times.minute.to_numpy().astype(float)
+    if name == "dayofweek":
+        return times.day_of_week.to_numpy().astype(float)
+    if name == "dayofyear":
+        return times.day_of_year.to_numpy() - 1.0
+    if name == "week":
+        return times.isocalendar().week.to_numpy().astype(float) - 1.0
+    if name == "month":
+        return times.month.to_numpy() - 1.0
+    return times.quarter.to_numpy() - 1.0
+
+
+def calendar_features(times: pd.DatetimeIndex, freq: str, mode: str = "auto") -> np.ndarray:
+    """(len(times), len(calendar_names(freq))) float64: sin and cos of 2 pi x / period per feature."""
+    if mode == "none":
+        return np.zeros((len(times), 0))
+    columns = []
+    for name, period in calendar_parts(freq):
+        angle = 2 * np.pi * _position(pd.DatetimeIndex(times), name) / period
+        columns += [np.sin(angle), np.cos(angle)]
+    return np.stack(columns, axis=1) if columns else np.zeros((len(times), 0))
+
+
+@dataclass
+class FeatureSpec:
+    """The feature layout of a run and the covariate scaling numbers fitted on its training part."""
+
+    past: tuple[str, ...]
+    future: tuple[str, ...]
+    calendar: str                # data.calendar: auto | none
+    freq: str
+    mean: np.ndarray             # (n_covariates,) past then future
+    std: np.ndarray
+    series_ids: list[str]        # training series, in the order of the series embedding
+
+    @property
+    def calendar_names(self) -> tuple[str, ...]:
+        return calendar_names(self.freq, self.calendar)
+
+    @property
+    def n_extra(self) -> int:
+        return len(self.past) + len(self.future) + len(self.calendar_names)
+
+    @property
+    def n_known(self) -> int:
+        """Features known for every forecast step: future covariates and calendar (the last columns)."""
+        return len(self.future) + len(self.calendar_names)
+
+    def layout(self) -> list[str]:
+        """Name of every feature column, in order."""
+        return ["value", "observed", *self.past, *self.future, *self.calendar_names]
+
+    def dims(self) -> dict:
+        """Forecaster sizes beyond the config: input features, known features, embedded series."""
+        return {"input_size": 2 + self.n_extra, "n_known": self.n_known, "n_series": len(self.series_ids)}
+
+    @classmethod
+    def fit(cls, config: Config, series: SeriesSet, train_lengths: np.ndarray) -> FeatureSpec:
+        names = config.data.covariates
+        if names:
+            part = np.concatenate([c[:n] for c, n in zip(series.covariates, train_lengths)])
+            mean, std = part.mean(axis=0), part.std(axis=0)
+            std = np.where(np.isfinite(std) & (std > 1e-12 * np.maximum(1.0, np.abs(mean))), std, 1.0)
+        else:
+            mean, std = np.zeros(0), np.zeros(0)
+        return cls(tuple(config.data.past_covariates or []), tuple(config.data.future_covariates or []),
+                   config.data.calendar, series.freq, mean, std, list(series.ids))
+
+    def to_dict(self) -> dict:
+        return {"layout": self.layout(), "past": list(self.past), "future": list(self.future),
+                "calendar": self.calendar, "calendar_features": list(self.calendar_names),
+                "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_checkpoint(cls, payload: dict, config: Config) -> FeatureSpec:
+        """The spec a run saved; a checkpoint from before covariates has none (and calendar none)."""
+        d = payload.get("features") or {"past": [], "future": [], "calendar": config.data.calendar,
+                                        "mean": [], "std": []}
+        return cls(tuple(d["past"]), tuple(d["future"]), d["calendar"], payload["freq"],
+                   np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64),
+                   list(payload.get("series_ids", [])))
+
+    def codes(self, ids: list[str]) -> np.ndarray:
+        """(n,) each series' row in the embedding; -1 for series not seen in training."""
+        index = {sid: i for i, sid in enumerate(self.series_ids)}
+        return np.array([index.get(sid, -1) for sid in ids], dtype=np.int64)
+
+    def _calendar(self, series: SeriesSet, after: int) -> list[np.ndarray]:
+        """Per series (length + after, n_calendar): calendar features of its timestamps and the
+        `after` ones past its end, computed once over the grid spanning every series."""
+        if not self.calendar_names:
+            return [np.zeros((len(v) + after, 0)) for v in series.values]
+        ends = [series.last_time(i) for i in range(len(series))]
+        grid = pd.date_range(min(series.starts), max(ends), freq=self.freq)
+        grid = grid.append(pd.date_range(grid[-1], periods=after + 1, freq=self.freq)[1:])
+        table = calendar_features(grid, self.freq, self.calendar)
+        first = grid.searchsorted(pd.DatetimeIndex(series.starts))
+        out = []
+        for i, (start, values) in enumerate(zip(series.starts, series.values)):
+            k, n = first[i], len(values) + after
+            if k < len(grid) and grid[k] == start:
+                out.append(table[k: k + n])
+            else:  # a series off the common grid (a multi-step frequency with another phase)
+                out.append(calendar_features(pd.date_range(start, periods=n, freq=self.freq), self.freq))
+        return out
+
+    def extra(self, series: SeriesSet) -> list[np.ndarray] | None:
+        """Per series (length, n_extra): scaled covariates, then calendar; None without any."""
+        if self.n_extra == 0:
+            return None
+        calendar = self._calendar(series, 0)
+        if not (self.past or self.future):
+            return calendar
+        return [np.concatenate([(c - self.mean) / self.std, cal], axis=1)
+                for c, cal in zip(series.covariates, calendar)]
+
+    def tail(self, series: SeriesSet, future: np.ndarray | None, horizon: int) -> list[np.ndarray] | None:
+        """Per series (horizon, n_extra) features of the steps after its end: past covariates 0
+        (unknown), future covariates from `future` ((n_series, steps, n_future), steps <= horizon;
+        later steps 0: a step's forecast reads only its own features), calendar of the future
+        timestamps. None when nothing is known in advance."""
+        if self.n_known == 0:
+            return None
+        out, calendar = [], self._calendar(series, horizon)
+        for i in range(len(series)):
+            rows = np.zeros((horizon, self.n_extra))
+            if self.future:
+                k = len(self.past)
+                steps = future.shape[1]
+                rows[:steps, k: k + len(self.future)] = (future[i] - self.mean[k:]) / self.std[k:]
+            rows[:, len(self.past) + len(self.future):] = calendar[i][-horizon:]
+            out.append(rows)
+        return out
