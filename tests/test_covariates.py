@@ -231,12 +231,20 @@ def test_past_covariates_change_the_forecast(cov_run, data, tmp_path):
     assert np.abs(a - b).max() > 1e-4
 
 
-def test_evaluate_and_backtest_use_the_covariates_in_the_file(cov_run, data):
+def test_evaluate_and_backtest_use_the_covariates_in_the_file(cov_run, data, tmp_path):
     report = evaluate(data / "full.csv", cov_run, windows=2)
     assert report["n_series"] == 20 and report["per_window"][1]["n_series"] == 20
-    assert math.isfinite(report["metrics"]["model"]["mae"])
+    # The held-out steps' promotions are read from the file: flip them and only the model changes.
+    full = pd.read_csv(data / "full.csv")
+    flipped = full.copy()
+    flipped["promo"] = 1 - flipped["promo"]
+    flipped.to_csv(tmp_path / "flipped.csv", index=False)
+    other = evaluate(tmp_path / "flipped.csv", cov_run, windows=2)
+    assert other["metrics"]["naive"] == report["metrics"]["naive"]
+    assert abs(other["metrics"]["model"]["mae"] - report["metrics"]["model"]["mae"]) > 1e-3
     result = run_cli("evaluate", data / "full.csv", "--model", cov_run, "--windows", "2")
     assert result.exit_code == 0, result.stderr
+    assert "per window" in result.stdout
 
 
 def test_plot_passes_the_future_through(cov_run, data, tmp_path):
