@@ -123,6 +123,15 @@ class TrainConfig:
     refit_epochs: int = _key(0, minimum=0)
     ensemble_lookbacks: list | None = _key(None, nullable=True, kind=list, items=int, minimum=1)
     max_windows_per_series: int | None = _key(None, minimum=1, nullable=True, kind=int)
+    members: list | None = _key(None, nullable=True, kind=list, items=dict)
+
+
+# Keys an ensemble member may set for itself in train.members: how it reads, what it is and how it
+# learns. Everything else (horizon, scaling, covariates, quantiles, device, ...) is the run's.
+MEMBER_KEYS = ("data.lookback", "model.hidden_size", "model.layers", "model.dropout", "model.window_norm",
+               "model.cell", "model.bidirectional", "model.attention", "train.loss", "train.lr",
+               "train.weight_decay", "train.batch_size", "train.clip", "train.epochs", "train.patience",
+               "train.lr_patience", "train.lr_factor", "train.max_windows_per_series", "train.refit_epochs")
 
 
 @dataclass(frozen=True)
@@ -132,19 +141,46 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        lookbacks = self.train.ensemble_lookbacks
-        if lookbacks and len(lookbacks) > self.train.ensemble:
-            raise LstmcastError(f"train.ensemble_lookbacks lists {len(lookbacks)} lookbacks but "
-                                f"train.ensemble is {self.train.ensemble}; set train.ensemble to at "
-                                f"least {len(lookbacks)} (lookbacks are cycled over the members)")
+        for key, noun in (("ensemble_lookbacks", "lookbacks"), ("members", "entries")):
+            listed = getattr(self.train, key)
+            if listed and len(listed) > self.train.ensemble:
+                raise LstmcastError(f"train.{key} lists {len(listed)} {noun} but train.ensemble is "
+                                    f"{self.train.ensemble}; set train.ensemble to at least {len(listed)} "
+                                    f"({noun} are cycled over the members)")
+        for index, entry in enumerate(self.train.members or []):
+            overrides = _member_updates(entry)
+            bad = next((k for k in overrides if k not in MEMBER_KEYS), None)
+            if bad is not None:
+                raise LstmcastError(f"train.members entry {index + 1}: '{bad}' is not a key a member may "
+                                    f"set (the others are the run's); allowed: {', '.join(MEMBER_KEYS)}")
+            if "data.lookback" in overrides and self.train.ensemble_lookbacks:
+                raise LstmcastError(f"train.members entry {index + 1} sets data.lookback and "
+                                    f"train.ensemble_lookbacks is set too; give lookbacks in one place")
+            self.member(index + 1)  # checks every value, naming the entry
+
+    def member(self, member: int) -> Config:
+        """The whole config ensemble member `member` (1-based) trains with: its lookback from
+        train.ensemble_lookbacks and its entry of train.members (both cycled) applied."""
+        lookbacks, entries = self.train.ensemble_lookbacks, self.train.members
+        if not lookbacks and not entries:
+            return self
+        updates = {"train.ensemble_lookbacks": None, "train.members": None}
+        if lookbacks:
+            updates["data.lookback"] = int(lookbacks[(member - 1) % len(lookbacks)])
+        where = "train.ensemble_lookbacks"
+        if entries:
+            updates.update(_member_updates(entries[(member - 1) % len(entries)]))
+            where = f"train.members entry {(member - 1) % len(entries) + 1}"
+        try:
+            return _apply(self, updates, where)
+        except LstmcastError as exc:
+            message = str(exc)
+            raise LstmcastError(message if message.startswith(where) else f"{where}: {message}") from None
 
     def member_lookback(self, member: int) -> int:
-        """Input length of ensemble member `member` (1-based): train.ensemble_lookbacks cycled,
-        else data.lookback."""
-        lookbacks = self.train.ensemble_lookbacks
-        if lookbacks:
-            return int(lookbacks[(member - 1) % len(lookbacks)])
-        return self.data.resolved_lookback
+        """Input length of ensemble member `member` (1-based): train.ensemble_lookbacks or its
+        train.members entry, cycled, else data.lookback."""
+        return self.member(member).data.resolved_lookback
 
     @property
     def input_length(self) -> int:
@@ -159,6 +195,17 @@ class Config:
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def _member_updates(entry: dict) -> dict[str, Any]:
+    """One train.members entry as dotted keys; `{model: {layers: 1}}` reads as `{model.layers: 1}`."""
+    flat = {}
+    for key, value in entry.items():
+        if isinstance(value, dict) and key in _SECTIONS:
+            flat.update({f"{key}.{name}": v for name, v in value.items()})
+        else:
+            flat[str(key)] = value
+    return flat
 
 
 def _check_value(key: str, f: dataclasses.Field, value: Any) -> Any:
@@ -219,7 +266,8 @@ def _check_items(key: str, meta: dict, value: list) -> list:
     for raw in value:
         item = _item(items, raw)
         if not isinstance(item, items) or isinstance(item, bool):
-            raise LstmcastError(f"config key '{key}' must be a list of {items.__name__}, got {value!r}")
+            kind = "mappings (key: value)" if items is dict else items.__name__
+            raise LstmcastError(f"config key '{key}' must be a list of {kind}, got {value!r}")
         if items is float and not math.isfinite(item):
             raise LstmcastError(f"config key '{key}': every item must be a finite number, got {value!r}")
         if strict and not ((low is None or item > low) and (high is None or item < high)):

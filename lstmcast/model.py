@@ -206,7 +206,7 @@ def window_stats(inputs: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.T
 
 
 class Ensemble(nn.Module):
-    """Members trained with different seeds (and lookbacks); the forecast is their element-wise
+    """Members trained with different seeds (and lookbacks, losses, ...); the forecast is their element-wise
     median (of each quantile level, then put in order again). Inputs are as long as the longest
     member lookback; each member reads its own tail.
 
@@ -231,10 +231,10 @@ class Ensemble(nn.Module):
     @classmethod
     def from_weights(cls, config: Config, weights: list[dict], conformal: dict | None = None,
                      dims: dict | None = None) -> Ensemble:
-        """The ensemble a run saved: member k (1-based) reads config.member_lookback(k) steps.
-        `dims`: input_size, n_known, n_series (covariates.FeatureSpec.dims; None: none)."""
-        members = [Forecaster(config.model, config.data.horizon, config.member_lookback(k), **(dims or {}))
-                   for k in range(1, len(weights) + 1)]
+        """The ensemble a run saved: member k (1-based) is built from config.member(k) (its own
+        lookback and model keys). `dims`: input_size, n_known, n_series (FeatureSpec.dims; None: none)."""
+        members = [Forecaster(config.member(k).model, config.data.horizon, config.member_lookback(k),
+                              **(dims or {})) for k in range(1, len(weights) + 1)]
         for member, state in zip(members, weights):
             member.load_state_dict(state)
         return cls(members, conformal)

@@ -398,9 +398,10 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
 
 
 def _new_fit(config: Config, member: int, device: torch.device, dims: dict) -> _Fit:
+    """A fresh member: `config` is that member's own (Config.member)."""
     seed = config.train.seed + member - 1
     seed_everything(seed)
-    model = Forecaster(config.model, config.data.horizon, config.member_lookback(member), **dims).to(device)
+    model = Forecaster(config.model, config.data.horizon, config.data.resolved_lookback, **dims).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr,
                                   weight_decay=config.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -419,7 +420,6 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
     """
     emit = on_event or (lambda event: None)
     horizon, members = config.data.horizon, config.train.ensemble
-    per_series = config.train.max_windows_per_series
     lengths = series.lengths()
     is_validated = validated(lengths, horizon)
     train_lengths = np.where(is_validated, lengths - horizon, lengths)
@@ -433,7 +433,6 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
     buffer = SeriesBuffer.build(scaled, config.input_length, device, features.extra(series),
                                 n_known=features.n_known, horizon=horizon, codes=codes)
     keep_validated = torch.from_numpy(is_validated).to(device)
-    loss_fn = make_loss(config.train.loss, season_length(series.freq), config.model.levels)
     meta = {"config": config.to_dict(), "scaler": scaler.to_dict(),
             "columns": series.columns.to_dict(), "freq": series.freq,
             "series_ids": list(series.ids),
@@ -444,32 +443,35 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
 
     # With refit, `done` holds the refitted weights that forecast and `held_out` the weights
     # chosen on the validation part, which alone give honest validation metrics.
-    refit = config.train.refit_epochs
     done: list[dict] = [] if state is None else list(state["members_done"])
     held_out: list[dict] = [] if state is None else list(state["members_held_out"])
     history: list[dict] = [] if state is None else [dict(r) for r in state["history"]]
     for member in range(len(done) + 1, members + 1):
-        fit = _new_fit(config, member, device, dims)
-        view = buffer.with_lookback(config.member_lookback(member))
+        own = config.member(member)  # its lookback, model and training keys (train.members)
+        tc, per_series, refit = own.train, own.train.max_windows_per_series, own.train.refit_epochs
+        loss_fn = make_loss(tc.loss, season_length(series.freq), config.model.levels)
+        fit = _new_fit(own, member, device, dims)
+        view = buffer.with_lookback(own.data.resolved_lookback)
         train_starts = view.training_starts(train_lengths, horizon, per_series)
         val_starts = view.target_starts(horizon)[keep_validated]
         if state is not None and state["member"] == member:
             fit.restore(state)
-        steps = math.ceil(len(train_starts) / config.train.batch_size)
+        steps = math.ceil(len(train_starts) / tc.batch_size)
         emit(TrainStart(member, members, describe(device), "bf16" if autocast else "fp32",
                         len(series), len(train_starts), count_parameters(fit.model),
-                        config.train.epochs, steps, fit.epoch + 1))
-        while fit.epoch < config.train.epochs and fit.bad_epochs < config.train.patience:
+                        tc.epochs, steps, fit.epoch + 1))
+        while fit.epoch < tc.epochs and fit.bad_epochs < tc.patience:
             fit.epoch += 1
             epoch, started = fit.epoch, time.perf_counter()
 
-            def on_step(step, steps, total, epoch=epoch, member=member, n_windows=len(train_starts)):
+            def on_step(step, steps, total, epoch=epoch, member=member, n_windows=len(train_starts),
+                        batch_size=tc.batch_size):
                 report = step % LOSS_EVERY == 0 or step == steps
-                seen = min(step * config.train.batch_size, n_windows)
+                seen = min(step * batch_size, n_windows)
                 emit(Step(member, epoch, step, steps, float(total) / seen if report else None))
 
             train_loss = run_epoch(fit.model, fit.optimizer, view, train_starts, horizon,
-                                   config.train.batch_size, loss_fn, config.train.clip, autocast,
+                                   tc.batch_size, loss_fn, tc.clip, autocast,
                                    fit.generator, on_step if on_event else None)
             val_loss = validation_loss(fit.model, view, val_starts, horizon, loss_fn, autocast)
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
@@ -490,7 +492,7 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
             _write_history(work / "history.csv", history)
             save_checkpoint({**meta, **fit.resumable(), "member": member, "members_done": done,
                              "members_held_out": held_out, "history": history}, work / LAST)
-            emit(EpochEnd(member, members, epoch, config.train.epochs, train_loss, val_loss, lr,
+            emit(EpochEnd(member, members, epoch, tc.epochs, train_loss, val_loss, lr,
                           seconds, improved))
         held_out.append(fit.best_weights)
         if refit:
@@ -499,7 +501,7 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
             for extra in range(1, refit + 1):
                 started = time.perf_counter()
                 train_loss = run_epoch(fit.model, fit.optimizer, view, all_starts, horizon,
-                                       config.train.batch_size, loss_fn, config.train.clip, autocast,
+                                       tc.batch_size, loss_fn, tc.clip, autocast,
                                        fit.generator)
                 history.append({"member": member, "epoch": fit.epoch + extra, "train_loss": train_loss,
                                 "val_loss": float("nan"), "lr": fit.optimizer.param_groups[0]["lr"],
@@ -512,9 +514,9 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
     val_starts = buffer.target_starts(horizon)[keep_validated]
     metrics = validation_metrics(model, buffer, val_starts, is_validated, series, scaler, horizon,
                                  autocast, config.model.quantiles)
-    metrics.update({"members": members, "refit_epochs": refit, "best_epoch": fit.best_epoch,
+    metrics.update({"members": members, "refit_epochs": config.train.refit_epochs, "best_epoch": fit.best_epoch,
                     "best_val_loss": fit.best_val,
-                    "epochs_run": fit.epoch, "stopped_early": fit.bad_epochs >= config.train.patience,
+                    "epochs_run": fit.epoch, "stopped_early": fit.bad_epochs >= tc.patience,
                     "device": describe(device)})
     if config.model.conformal:
         # From the weights chosen on the validation part (before any refit): the only ones whose

@@ -137,3 +137,77 @@ def test_training_with_mase_loss(tmp_path):
     history = pd.read_csv(out / "history.csv")
     assert len(history) == 3 and np.isfinite(history["val_loss"]).all()
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+
+
+def test_members_config_entries_parsing_and_checks(tmp_path):
+    config = load_config(None, {"data.horizon": 4, "train.ensemble": 3, "train.members": [
+        {"model.window_norm": "mean", "train.loss": "smape"},
+        {"model": {"layers": 1, "hidden_size": 5}, "train.loss": "mase", "data.lookback": 8}]})
+    first, second, third = (config.member(k) for k in (1, 2, 3))
+    assert (first.model.window_norm, first.train.loss, first.data.resolved_lookback) == ("mean", "smape", 12)
+    assert (second.model.layers, second.model.hidden_size, second.train.loss) == (1, 5, "mase")
+    assert [config.member_lookback(k) for k in (1, 2, 3)] == [12, 8, 12]  # cycled
+    assert third == first and config.input_length == 12
+    # Each member's own config carries no ensemble lists; the run's keys stay the run's.
+    assert second.train.members is None and second.data.horizon == 4 and second.train.ensemble == 3
+    assert load_config(None, {}).member(1) == load_config(None, {})
+
+    checks = [
+        ({"train.members": [{"data.horizon": 3}]},
+         "train.members entry 1: 'data.horizon' is not a key a member may set"),
+        ({"train.ensemble": 2, "train.members": [{}, {"train.loss": "smapee"}]},
+         "train.members entry 2: config key 'train.loss' must be one of mse|mae|huber|smape|mase"),
+        ({"train.members": [{"train.lr": -1}]}, "train.members entry 1: config key 'train.lr' must be >= 0.0"),
+        ({"train.members": [3]}, "'train.members' must be a list of mappings"),
+        ({"train.members": [{}, {}]}, "train.members lists 2 entries but train.ensemble is 1"),
+        ({"train.ensemble": 2, "train.ensemble_lookbacks": [4, 6], "train.members": [{"data.lookback": 5}]},
+         "sets data.lookback and train.ensemble_lookbacks is set too"),
+    ]
+    for updates, message in checks:
+        with pytest.raises(LstmcastError, match=message):
+            load_config(None, updates)
+
+    out = tmp_path / "run"
+    result = run_cli("train", SALES, "--out", out, "--set", "train.ensemble=2",
+                     "--set", "train.members=[{}, {model.layers: 0}]")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "lstmcast: error: train.members entry 2: config key 'model.layers' must be >= 1, got 0"]
+    assert not out.exists()
+
+
+def test_members_train_with_their_own_keys(tmp_path):
+    """A two-member run whose members differ in architecture, normalisation, loss, lookback and
+    epochs: member 2 is exactly the single-member run of its own config with seed 1."""
+    base = ["--set", "data.calendar=none", "--set", "data.scaling=none", "--set", "train.batch_size=128",
+            "--set", "model.hidden_size=8", "--set", "train.epochs=2"]
+    mixed = tmp_path / "mixed"
+    result = run_cli("train", SALES, "--out", mixed, *base, "--set", "train.ensemble=2", "--set",
+                     "train.members=[{model.layers: 1, model.window_norm: mean, train.loss: smape, "
+                     "train.epochs: 1}, {model.window_norm: standard, train.loss: mase, data.lookback: 20}]")
+    assert result.exit_code == 0, result.stderr
+    history = pd.read_csv(mixed / "history.csv")
+    assert history.groupby("member").size().to_dict() == {1: 1, 2: 2}  # member 1: epochs 1
+
+    run = load_run(mixed)
+    one, two = run.model.members
+    assert (one.window_norm, one.lookback, one.encoder.num_layers) == ("mean", 36, 1)
+    assert (two.window_norm, two.lookback, two.encoder.num_layers) == ("standard", 20, 2)
+
+    single = tmp_path / "single"
+    result = run_cli("train", SALES, "--out", single, *base, "--set", "train.seed=1",
+                     "--set", "model.window_norm=standard", "--set", "train.loss=mase",
+                     "--set", "data.lookback=20")
+    assert result.exit_code == 0, result.stderr
+    alone = load_run(single).model.members[0]
+    for name, value in alone.state_dict().items():
+        torch.testing.assert_close(two.state_dict()[name], value, rtol=0, atol=0)
+    np.testing.assert_array_equal(pd.read_csv(single / "history.csv")[["train_loss", "val_loss"]],
+                                  history[history.member == 2][["train_loss", "val_loss"]])
+
+    forecasts = tmp_path / "f.csv"
+    result = run_cli("predict", SALES, "--model", mixed, "--out", forecasts)
+    assert result.exit_code == 0, result.stderr
+    series = read_for_run(run, SALES)
+    np.testing.assert_allclose(pd.read_csv(forecasts)["forecast"].to_numpy(),
+                               forecast(run, series).reshape(-1), rtol=1e-6)
