@@ -68,6 +68,7 @@ class ModelConfig:
     cell: str = _key("lstm", choices=("lstm", "peephole", "cifg", "gru"))
     bidirectional: bool = _key(False)
     attention: bool = _key(False)
+    linear_skip: bool = _key(False)
     quantiles: list | None = _key(None, nullable=True, kind=list, items=float, minimum=0.0, maximum=1.0,
                                   exclusive=True, unique=True)
     conformal: bool = _key(False)
@@ -129,7 +130,7 @@ class TrainConfig:
 # Keys an ensemble member may set for itself in train.members: how it reads, what it is and how it
 # learns. Everything else (horizon, scaling, covariates, quantiles, device, ...) is the run's.
 MEMBER_KEYS = ("data.lookback", "model.hidden_size", "model.layers", "model.dropout", "model.window_norm",
-               "model.cell", "model.bidirectional", "model.attention", "train.loss", "train.lr",
+               "model.cell", "model.bidirectional", "model.attention", "model.linear_skip", "train.loss", "train.lr",
                "train.weight_decay", "train.batch_size", "train.clip", "train.epochs", "train.patience",
                "train.lr_patience", "train.lr_factor", "train.max_windows_per_series", "train.refit_epochs")
 

@@ -59,6 +59,12 @@ class Forecaster(nn.Module):
         if self.embedding is not None:
             nn.init.normal_(self.embedding.weight, std=0.1)  # the size of the summary's entries
         self.attention_weights: torch.Tensor | None = None  # (batch, lookback) of the last call
+        # An autoregressive skip around the recurrence (LSTNet's "highway"): a linear map of the
+        # window's own normalised values, starting at zero so an untrained model is still naive.
+        self.skip = nn.Linear(lookback, horizon) if config.linear_skip else None
+        if self.skip is not None:
+            nn.init.zeros_(self.skip.weight)
+            nn.init.zeros_(self.skip.bias)
 
     def normalized(self, inputs: torch.Tensor, future: torch.Tensor | None = None,
                    series: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -87,6 +93,8 @@ class Forecaster(nn.Module):
         # untrained model already forecasts like naive, which keeps ratio losses (sMAPE) out of
         # the flat region where a forecast near 0 sits against a target near 1.
         correction = self.head(last) if self.decoder is None else self.decoder(last, future)
+        if self.skip is not None:
+            correction = correction + self.skip(values.to(correction.dtype))
         median = correction + values[:, -1:]                  # (batch, horizon)
         if self.levels is None:
             return median, loc, scale

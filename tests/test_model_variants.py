@@ -118,3 +118,34 @@ def test_each_variant_learns_a_periodic_series(tmp_path, cell, bidirectional, at
     validation = result.metrics["validation"]
     assert validation["naive"]["mae"] > 0.5
     assert validation["model"]["mae"] < 0.1, validation["model"]
+
+
+def test_linear_skip_adds_a_linear_map_of_the_normalised_window(tmp_path):
+    lookback, horizon = 9, 3
+    torch.manual_seed(0)
+    plain = Forecaster(load_config(None, {"model.window_norm": "mean"}).model, horizon, lookback).eval()
+    torch.manual_seed(0)
+    config = load_config(None, {"model.window_norm": "mean", "model.linear_skip": True}).model
+    skip = Forecaster(config, horizon, lookback).eval()
+    # Its own parameters only, created last: the rest of the model is initialised exactly as before.
+    assert count_parameters(skip) - count_parameters(plain) == lookback * horizon + horizon
+    inputs = torch.rand(4, 12, 2) + 0.5
+    inputs[..., 1] = 1.0
+    with torch.no_grad():
+        torch.testing.assert_close(skip(inputs), plain(inputs))  # starts at zero: the plain model
+        skip.skip.weight.normal_()
+        skip.skip.bias.normal_()
+        window = inputs[:, -lookback:, 0]
+        level = window.abs().mean(dim=1, keepdim=True)       # window_norm mean's scale
+        expected = plain(inputs) + skip.skip(window / level) * level
+        torch.testing.assert_close(skip(inputs), expected)
+
+    out = tmp_path / "run"
+    result = run_cli("train", SALES, "--out", out, *TINY, "--set", "train.epochs=2",
+                     "--set", "model.linear_skip=true")
+    assert result.exit_code == 0, result.stderr
+    run = load_run(out)
+    assert run.model.members[0].skip.weight.shape == (12, 36)
+    assert float(run.model.members[0].skip.weight.detach().abs().sum()) > 0  # trained away from zero
+    values = forecast(run, read_for_run(run, SALES))
+    assert values.shape[1] == 12 and np.isfinite(values).all()
