@@ -78,6 +78,8 @@ class Reporter:
         if isinstance(event, TrainStart):
             resumed = f", resuming at epoch {event.first_epoch}" if event.first_epoch > 1 else ""
             member = f"member {event.member}/{event.members}: " if event.members > 1 else ""
+            if event.recipe:
+                member = f"member {event.member}/{event.members} ({event.recipe}): "
             self.info(f"{member}device {event.device}, precision {event.precision}; {event.n_series} "
                       f"series, {event.n_windows} training windows, {event.parameters} parameters{resumed}")
             self.close()

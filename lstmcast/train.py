@@ -53,6 +53,7 @@ class TrainStart:
     epochs: int
     steps_per_epoch: int
     first_epoch: int  # > 1 when resuming
+    recipe: str = ""  # the member's own keys (train.members, ensemble_lookbacks), e.g. "train.loss=mase"
 
 
 @dataclass
@@ -457,9 +458,11 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
         if state is not None and state["member"] == member:
             fit.restore(state)
         steps = math.ceil(len(train_starts) / tc.batch_size)
+        recipe = ", ".join(f"{key}={now}" for key, _, now in _config_differences(config, own)
+                           if key not in ("train.members", "train.ensemble_lookbacks"))
         emit(TrainStart(member, members, describe(device), "bf16" if autocast else "fp32",
                         len(series), len(train_starts), count_parameters(fit.model),
-                        tc.epochs, steps, fit.epoch + 1))
+                        tc.epochs, steps, fit.epoch + 1, recipe))
         while fit.epoch < tc.epochs and fit.bad_epochs < tc.patience:
             fit.epoch += 1
             epoch, started = fit.epoch, time.perf_counter()

@@ -186,6 +186,9 @@ def test_members_train_with_their_own_keys(tmp_path):
                      "train.members=[{model.layers: 1, model.window_norm: mean, train.loss: smape, "
                      "train.epochs: 1}, {model.window_norm: standard, train.loss: mase, data.lookback: 20}]")
     assert result.exit_code == 0, result.stderr
+    # The progress log names what each member does differently from the run's own keys.
+    assert "member 1/2 (model.layers=1, model.window_norm=mean, train.epochs=1, train.loss=smape): " in result.stderr
+    assert "member 2/2 (data.lookback=20, model.window_norm=standard, train.loss=mase): " in result.stderr
     history = pd.read_csv(mixed / "history.csv")
     assert history.groupby("member").size().to_dict() == {1: 1, 2: 2}  # member 1: epochs 1
 
