@@ -125,14 +125,20 @@ class MaseLoss:
     def __init__(self, season: int):
         self.season = season
 
-    def denominator(self, inputs: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    def denominator(self, inputs: torch.Tensor, scale: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(batch, 1): the seasonal scale in window-normalised units (prediction and target are
-        window-normalised, so the raw-unit scale is divided by `scale` too)."""
-        return seasonal_scale(inputs, self.season) / scale
+        window-normalised, so the raw-unit scale is divided by `scale` too).
+
+        A window whose observed inputs are all zero has no scale at all (a series starting with
+        zeros, a closed shop): its error is measured relative to its targets' mean absolute value
+        (at least 1, the window's own unit), so one such window cannot outweigh a whole batch."""
+        raw = seasonal_scale(inputs, self.season)
+        relative = target.abs().mean(dim=1, keepdim=True).clamp_min(1.0)
+        return torch.where(raw > 1e-8, raw / scale, relative)
 
     def __call__(self, prediction: torch.Tensor, target: torch.Tensor, inputs: torch.Tensor,
                  scale: torch.Tensor) -> torch.Tensor:
-        return ((prediction - target).abs() / self.denominator(inputs, scale)).mean()
+        return ((prediction - target).abs() / self.denominator(inputs, scale, target)).mean()
 
 
 class PinballLoss:
@@ -150,7 +156,7 @@ class PinballLoss:
         error = target[..., None] - prediction                    # (batch, horizon, Q)
         loss = torch.maximum(self.levels * error, (self.levels - 1.0) * error)
         if self.mase is not None:
-            loss = loss / self.mase.denominator(inputs, scale)[..., None]
+            loss = loss / self.mase.denominator(inputs, scale, target)[..., None]
         return loss.mean()
 
 

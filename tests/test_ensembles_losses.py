@@ -128,6 +128,22 @@ def test_mase_loss_is_mae_over_the_seasonal_scale():
     torch.testing.assert_close(loss, torch.tensor((2.0 + 1.0) / 2 / 4.5))
 
 
+def test_mase_loss_of_an_all_zero_window_is_relative_to_its_targets():
+    # Inputs all zero: no seasonal scale and no level. The error counts relative to the targets'
+    # mean |value| (4 here), not divided by ~0, so one such window cannot swamp a batch.
+    zeros = torch.stack([torch.zeros(2, 4), torch.ones(2, 4)], dim=-1)
+    scale = torch.ones(2, 1)
+    prediction, target = torch.tensor([[4.0, 4.0], [0.5, 0.0]]), torch.tensor([[3.0, 5.0], [0.0, 0.0]])
+    loss = MaseLoss(season=2)(prediction, target, zeros, scale)
+    # Window 1: mean error 1 over 4; window 2: all-zero targets fall back to 1, mean error 0.25.
+    torch.testing.assert_close(loss, torch.tensor((1.0 / 4.0 + 0.25) / 2))
+    # A window that does have a scale is unchanged by the fallback.
+    values = torch.tensor([[1.0, 2.0, 4.0, 8.0]])
+    inputs = torch.stack([values, torch.ones(1, 4)], dim=-1)
+    loss = MaseLoss(season=2)(torch.tensor([[5.0]]), torch.tensor([[3.0]]), inputs, torch.ones(1, 1))
+    torch.testing.assert_close(loss, torch.tensor(2.0 / 4.5))
+
+
 def test_training_with_mase_loss(tmp_path):
     out = tmp_path / "run"
     result = run_cli("train", SALES, "--out", out, *TINY, "--set", "train.epochs=3",
