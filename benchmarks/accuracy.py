@@ -16,7 +16,7 @@ Two protocols, both computed in this script from the forecasts the CLI writes:
     python benchmarks/accuracy.py m3-monthly                 # configs/m3_monthly.yaml
     python benchmarks/accuracy.py tourism-quarterly --config configs/quarterly.yaml
     python benchmarks/accuracy.py m3-monthly --limit 200 --set train.epochs=5   # a quick look
-    python benchmarks/accuracy.py m3-monthly --set train.ensemble=1 --members-out pool/a.npz
+    python benchmarks/accuracy.py m3-monthly --set train.ensemble=1 --set train.members=null --members-out a.npz
 
 --members-out (competitions) also saves each ensemble member's own forecasts, (members, series,
 horizon) in the data set's series order, so `benchmarks/combine.py` can score the median of any

@@ -6,9 +6,10 @@ members 1 and 3) and scores their element-wise median (what `train.ensemble` for
 protocol of accuracy.py, next to the mean and each member alone. It answers "would these members
 make a good ensemble?" without training them again in one run.
 
-    python benchmarks/accuracy.py m3-monthly --set train.ensemble=1 --members-out pool/a.npz
-    python benchmarks/accuracy.py m3-monthly --set train.ensemble=1 --set model.window_norm=standard \\
-        --set train.loss=mase --members-out pool/b.npz
+    python benchmarks/accuracy.py m3-monthly --set train.ensemble=1 --set train.members=null \\
+        --members-out pool/a.npz
+    python benchmarks/accuracy.py m3-monthly --set train.ensemble=1 --set train.members=null \\
+        --set model.window_norm=standard --set train.loss=mase --members-out pool/b.npz
     python benchmarks/combine.py m3-monthly pool/a.npz pool/b.npz
 
 The last line printed is a JSON object with the figures.

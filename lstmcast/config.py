@@ -147,7 +147,7 @@ class Config:
             if listed and len(listed) > self.train.ensemble:
                 raise LstmcastError(f"train.{key} lists {len(listed)} {noun} but train.ensemble is "
                                     f"{self.train.ensemble}; set train.ensemble to at least {len(listed)} "
-                                    f"({noun} are cycled over the members)")
+                                    f"({noun} are cycled over the members) or train.{key} to null")
         for index, entry in enumerate(self.train.members or []):
             overrides = _member_updates(entry)
             bad = next((k for k in overrides if k not in MEMBER_KEYS), None)

@@ -35,7 +35,7 @@ def test_ensemble_lookbacks_config_parsing_and_checks(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         "lstmcast: error: train.ensemble_lookbacks lists 2 lookbacks but train.ensemble is 1; set "
-        "train.ensemble to at least 2 (lookbacks are cycled over the members)"]
+        "train.ensemble to at least 2 (lookbacks are cycled over the members) or train.ensemble_lookbacks to null"]
     assert not out.exists()
 
 
