@@ -241,8 +241,9 @@ class Ensemble(nn.Module):
                      dims: dict | None = None) -> Ensemble:
         """The ensemble a run saved: member k (1-based) is built from config.member(k) (its own
         lookback and model keys). `dims`: input_size, n_known, n_series (FeatureSpec.dims; None: none)."""
-        members = [Forecaster(config.member(k).model, config.data.horizon, config.member_lookback(k),
-                              **(dims or {})) for k in range(1, len(weights) + 1)]
+        owns = [config.member(k) for k in range(1, len(weights) + 1)]
+        members = [Forecaster(own.model, config.data.horizon, own.data.resolved_lookback, **(dims or {}))
+                   for own in owns]
         for member, state in zip(members, weights):
             member.load_state_dict(state)
         return cls(members, conformal)

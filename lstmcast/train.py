@@ -464,7 +464,8 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
         if state is not None and state["member"] == member:
             fit.restore(state)
         steps = math.ceil(len(train_starts) / tc.batch_size)
-        recipe = ", ".join(f"{key}={now}" for key, _, now in _config_differences(config, own)
+        recipe = ", ".join(f"{key}={str(now).lower() if isinstance(now, bool) else now}"
+                           for key, _, now in _config_differences(config, own)
                            if key not in ("train.members", "train.ensemble_lookbacks"))
         emit(TrainStart(member, members, describe(device), "bf16" if autocast else "fp32",
                         len(series), len(train_starts), count_parameters(fit.model),

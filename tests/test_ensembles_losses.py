@@ -200,10 +200,12 @@ def test_members_train_with_their_own_keys(tmp_path):
     mixed = tmp_path / "mixed"
     result = run_cli("train", SALES, "--out", mixed, *base, "--set", "train.ensemble=2", "--set",
                      "train.members=[{model.layers: 1, model.window_norm: mean, train.loss: smape, "
-                     "train.epochs: 1}, {model.window_norm: standard, train.loss: mase, data.lookback: 20}]")
+                     "train.epochs: 1, model.linear_skip: true}, "
+                     "{model.window_norm: standard, train.loss: mase, data.lookback: 20}]")
     assert result.exit_code == 0, result.stderr
     # The progress log names what each member does differently from the run's own keys.
-    assert "member 1/2 (model.layers=1, model.window_norm=mean, train.epochs=1, train.loss=smape): " in result.stderr
+    assert ("member 1/2 (model.layers=1, model.window_norm=mean, model.linear_skip=true, train.epochs=1, "
+            "train.loss=smape): ") in result.stderr
     assert "member 2/2 (data.lookback=20, model.window_norm=standard, train.loss=mase): " in result.stderr
     history = pd.read_csv(mixed / "history.csv")
     assert history.groupby("member").size().to_dict() == {1: 1, 2: 2}  # member 1: epochs 1
@@ -211,6 +213,7 @@ def test_members_train_with_their_own_keys(tmp_path):
     run = load_run(mixed)
     one, two = run.model.members
     assert (one.window_norm, one.lookback, one.encoder.num_layers) == ("mean", 36, 1)
+    assert one.skip is not None and two.skip is None
     assert (two.window_norm, two.lookback, two.encoder.num_layers) == ("standard", 20, 2)
 
     single = tmp_path / "single"
