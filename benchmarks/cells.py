@@ -28,6 +28,8 @@ import torch
 from torch import nn
 
 from lstmcast import cells
+from lstmcast.device import fallbacks
+from lstmcast.precision import fp32_math
 
 DEFAULTS = {"cpu": {"batch": 256, "lookback": 72, "hidden": 64, "layers": 2, "steps": 5},
             "cuda": {"batch": 1024, "lookback": 168, "hidden": 256, "layers": 2, "steps": 20}}
@@ -132,7 +134,7 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
     parser.add_argument("--steps", type=int, default=None, help="training steps per repeat (cpu 5, cuda 20)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "tf32"),
                         help="auto: bf16 autocast on cuda, fp32 on cpu (as training does)")
     parser.add_argument("--cells", default=",".join(cells.CELLS), help="comma list; lstm is the reference")
     parser.add_argument("--no-script", action="store_true",
@@ -152,13 +154,16 @@ def main() -> None:
         devices.remove("cuda")
 
     rows = []
-    for name in devices:
-        rows += bench_device(args, torch.device(name))
+    with fp32_math(args.precision):   # fp32 is IEEE fp32 (no TF32), as training runs it
+        for name in devices:
+            rows += bench_device(args, torch.device(name))
     loops = "plain Python" if args.no_script else "TorchScript"
     print(f"torch {torch.__version__}, cpu threads {torch.get_num_threads()}, peephole/cifg loops {loops}, "
           f"triton {'yes' if cells.triton is not None else 'no'}; median of {args.repeats} repeats")
     print_table(rows, args)
-    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+    for path, reason in fallbacks().items():
+        print(f"FALLBACK {path}: {reason}")
+    print(json.dumps({"fallbacks": fallbacks(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "torchscript": not args.no_script, "triton": cells.triton is not None,
                       "repeats": args.repeats, "rows": rows}))
 

@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from lstmcast.config import load_config
-from lstmcast.device import autocast_dtype, describe, resolve_device
+from lstmcast.device import describe, resolve_device
 from lstmcast.model import Forecaster
+from lstmcast.precision import PRECISIONS, autocast_dtype, fp32_math
 from lstmcast.train import run_epoch
 from lstmcast.windows import N_FEATURES, SeriesBuffer
 
@@ -85,7 +86,7 @@ def time_bare(model, optimizer, inputs, targets, autocast, device) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--windows", type=int, default=None, help="windows per timed epoch")
     parser.add_argument("--series", type=int, default=64)
     parser.add_argument("--lookback", type=int, default=72)
@@ -97,7 +98,12 @@ def main() -> None:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    autocast = autocast_dtype(args.precision, device)
+    autocast = autocast_dtype(args.precision, device, ("lstm",))
+    with fp32_math(args.precision):
+        measure(args, device, autocast)
+
+
+def measure(args, device: torch.device, autocast: torch.dtype | None) -> None:
     if args.windows is None:
         args.windows = 262144 if device.type == "cuda" else 8192
     torch.manual_seed(0)
@@ -125,7 +131,7 @@ def main() -> None:
     ours_median, theirs_median = statistics.median(ours), statistics.median(theirs)
     ratio = ours_median / theirs_median
 
-    precision = "bf16" if autocast else "fp32"
+    precision = "bf16" if autocast else ("tf32" if args.precision == "tf32" and device.type == "cuda" else "fp32")
     print(f"device {describe(device)}, {precision}, threads {torch.get_num_threads()}; "
           f"batch {args.batch_size}, lookback {args.lookback}, horizon {args.horizon}, "
           f"hidden {args.hidden} x {args.layers} layers; {len(starts)} windows per epoch, "

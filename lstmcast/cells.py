@@ -25,7 +25,7 @@ Two ways to run the same parameters:
              Slow; it is the definition the tests hold everything else to.
   fast       the input projections of all time steps in ONE matmul before the loop; per step one
              addmm (h @ U) and a fused element-wise update (TorchScript on CPU, a Triton kernel
-             on CUDA when triton is installed); a layer is one autograd node (LstmLayer) whose
+             on CUDA); a layer is one autograd node (LstmLayer) whose
              backward runs the time loop in reverse with hand-written gradients. What
              RecurrentEncoder.forward runs; the GRU runs autograd through its loop instead.
 For cell 'lstm' and 'gru' the model should simply use torch's own modules (cuDNN on CUDA):
@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
+
+from .device import record_fallback
 
 CELLS = ("lstm", "peephole", "cifg", "gru")
 GATE_BLOCKS = {"lstm": 4, "peephole": 4, "cifg": 3, "gru": 3}
@@ -367,10 +369,11 @@ _COMPILED: dict = {}
 
 
 def compiled(fn):
-    """torch.jit.script(fn), compiled once per process; fn itself where scripting is off or fails.
+    """torch.jit.script(fn), compiled once per process; fn itself where scripting is off.
 
     TorchScript is deprecated in recent torch (hence the silenced warning), but it is what runs a
-    time loop of small ops without a Python round trip per op, forward and backward alike.
+    time loop of small ops without a Python round trip per op, forward and backward alike. If
+    scripting fails, eager Python runs the same arithmetic (slower): a recorded fallback.
     """
     if not USE_SCRIPT:
         return fn
@@ -379,9 +382,16 @@ def compiled(fn):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 _COMPILED[fn] = torch.jit.script(fn)
-        except Exception:  # noqa: BLE001 - eager runs the same arithmetic
+        except Exception as exc:  # noqa: BLE001 - said and recorded, never silent
+            record_fallback("torchscript", f"scripting {fn.__name__} failed ({type(exc).__name__}: "
+                                           f"{_first_line(exc)}); its loop runs as plain Python")
             _COMPILED[fn] = fn
     return _COMPILED[fn]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def use_triton(tensor: Tensor) -> bool:
@@ -390,15 +400,19 @@ def use_triton(tensor: Tensor) -> bool:
 
 def layer_forward(projected: Tensor, h: Tensor, c: Tensor, weight_hh_t: Tensor, peephole: Tensor | None,
                   coupled: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """lstm_layer_forward, on CUDA with the Triton kernel when it can; a kernel that fails to
-    compile (an old GPU, a triton/torch mismatch) warns once and the scripted loop takes over."""
+    """lstm_layer_forward, on CUDA with the Triton kernel. Where that cannot run (no triton, a
+    kernel that fails to compile on an old GPU or a triton/torch mismatch) the scripted loop
+    computes the same numbers: a fallback said once on stderr and recorded (device.fallbacks),
+    and from then on this process uses the scripted loop."""
     global USE_TRITON
+    if projected.is_cuda and USE_TRITON and triton is None:
+        record_fallback("triton", "triton is not installed; the LSTM cells' time loop runs as TorchScript")
     if use_triton(projected):
         try:
             return triton_layer_forward(projected, h, c, weight_hh_t, peephole, coupled)
-        except Exception as exc:  # noqa: BLE001 - same numbers from the scripted loop
-            warnings.warn(f"lstmcast: the Triton LSTM kernel failed ({exc}); using the TorchScript loop",
-                          RuntimeWarning, stacklevel=2)
+        except Exception as exc:  # noqa: BLE001 - said and recorded, never silent
+            record_fallback("triton", f"the Triton LSTM kernel failed ({type(exc).__name__}: "
+                                      f"{_first_line(exc)}); using the TorchScript loop")
             USE_TRITON = False
     return compiled(lstm_layer_forward)(projected, h, c, weight_hh_t, peephole, coupled)
 

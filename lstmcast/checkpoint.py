@@ -47,9 +47,22 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def on_cpu(value: Any) -> Any:
+    """`value` with every tensor in it (through dicts, lists and tuples) moved to the CPU and
+    detached: a checkpoint of a GPU-trained run must load where there is no GPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: on_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(item) for item in value)
+    return value
+
+
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
+    """Write `payload` (CPU tensors only, whatever device trained it) atomically to `path`."""
     buffer = io.BytesIO()
-    torch.save({"format_version": FORMAT_VERSION, **payload}, buffer)
+    torch.save(on_cpu({"format_version": FORMAT_VERSION, **payload}), buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 

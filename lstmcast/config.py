@@ -117,7 +117,7 @@ class TrainConfig:
     lr_patience: int = _key(3, minimum=0)
     lr_factor: float = _key(0.5, minimum=0.0, maximum=1.0)
     loss: str = _key("mse", choices=("mse", "mae", "huber", "smape", "mase"))
-    precision: str = _key("auto", choices=("auto", "fp32", "bf16"))
+    precision: str = _key("auto", choices=("auto", "bf16", "fp32", "tf32"))
     device: str = _key("auto", choices=("auto", "cpu", "cuda", "mps"))
     seed: int = _key(0, minimum=0)
     ensemble: int = _key(1, minimum=1)
@@ -158,6 +158,10 @@ class Config:
                 raise LstmcastError(f"train.members entry {index + 1} sets data.lookback and "
                                     f"train.ensemble_lookbacks is set too; give lookbacks in one place")
             self.member(index + 1)  # checks every value, naming the entry
+
+    def cells_in_use(self) -> tuple[str, ...]:
+        """The recurrent cells of all ensemble members (each probed for bf16 on CUDA)."""
+        return tuple(sorted({self.member(k).model.cell for k in range(1, self.train.ensemble + 1)}))
 
     def member(self, member: int) -> Config:
         """The whole config ensemble member `member` (1-based) trains with: its lookback from

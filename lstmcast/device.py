@@ -1,9 +1,12 @@
-"""Device choice (checked by allocating), numeric precision and seeding."""
+"""Device choice (checked by allocating), seeding, and the record of fast paths that fell back.
+
+Precision (bf16 autocast, TF32) lives in precision.py: deciding it needs the cells.
+"""
 
 from __future__ import annotations
 
-import functools
 import random
+import sys
 
 import numpy as np
 import torch
@@ -43,36 +46,32 @@ def describe(device: torch.device) -> str:
     return device.type
 
 
-@functools.cache
-def _bf16_lstm_works(device: torch.device) -> bool:
-    """cuDNN runs LSTMs in bf16 only from cuDNN 9.13 on: try one tiny step rather than guess."""
-    try:
-        lstm = torch.nn.LSTM(2, 4, batch_first=True).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            out, _ = lstm(torch.randn(2, 3, 2, device=device))
-        out.float().sum().backward()
-        return True
-    except RuntimeError:
-        return False
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for training/inference, or None for plain fp32.
-
-    'auto' means bf16 on CUDA (tensor cores, no loss scaling needed) where this torch/cuDNN can
-    run an LSTM in bf16, and fp32 elsewhere.
-    """
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if device.type == "cuda" and not _bf16_lstm_works(device):
-        if precision == "auto":
-            return None
-        raise LstmcastError("train.precision=bf16: this torch/cuDNN cannot run an LSTM in bf16 on "
-                            "this GPU; use train.precision=auto or fp32")
-    return torch.bfloat16
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fallbacks: a fast path (Triton kernel, TorchScript loop, bf16) that could not run and what ran
+# instead. Never silent: each is said once per process on stderr, with its reason, and training
+# records them all in metrics.json ("fallbacks"). Tests of a fast path assert none was recorded.
+
+_FALLBACKS: dict[str, str] = {}
+
+
+def record_fallback(path: str, reason: str) -> None:
+    """`path` (e.g. "triton") could not run because of `reason`; say so once on stderr."""
+    if path in _FALLBACKS:
+        return
+    _FALLBACKS[path] = reason
+    print(f"lstmcast: warning: {path} fast path not used: {reason}", file=sys.stderr, flush=True)
+
+
+def fallbacks() -> dict[str, str]:
+    """Every fallback of this process so far: {path: reason}."""
+    return dict(_FALLBACKS)
+
+
+def clear_fallbacks() -> None:
+    _FALLBACKS.clear()

@@ -13,9 +13,10 @@ from .checkpoint import BEST, atomic_write_text, load_checkpoint
 from .config import Config, config_from_dict, quantile_column
 from .covariates import FeatureSpec
 from .data import Columns, SeriesSet, read_future, read_series
-from .device import autocast_dtype, resolve_device
+from .device import resolve_device
 from .errors import LstmcastError
 from .model import Ensemble, forecast_windows
+from .precision import forecast_autocast, fp32_math
 from .scaling import Scaler, unscale
 from .windows import SeriesBuffer
 
@@ -124,8 +125,10 @@ def forecast_at(run: Run, series: SeriesSet, loc: np.ndarray, scale: np.ndarray,
     codes = spec.codes(series.ids) if spec is not None and run.config.model.series_embedding else None
     buffer = SeriesBuffer.build(scaled, run.config.input_length, run.device, extra, tail,
                                 n_known=n_known, horizon=run.horizon, codes=codes)
-    autocast = autocast_dtype(run.config.train.precision, run.device)
-    out = forecast_windows(run.model, buffer.model_inputs, buffer.origin_starts(origins, index), autocast)
+    precision = run.config.train.precision
+    autocast = forecast_autocast(precision, run.device, run.config.cells_in_use())  # fp32 on a CPU
+    with fp32_math(precision):
+        out = forecast_windows(run.model, buffer.model_inputs, buffer.origin_starts(origins, index), autocast)
     return unscale(out.cpu().double().numpy(), loc[index], scale[index])
 
 

@@ -27,10 +27,12 @@ from .checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, save_che
 from .config import Config, config_from_dict, quantile_pairs
 from .covariates import FeatureSpec
 from .data import SeriesSet, read_series
-from .device import autocast_dtype, describe, resolve_device, seed_everything
+from .device import describe, fallbacks, resolve_device, seed_everything
 from .errors import LstmcastError
 from .metrics import compare, pair_name, quantile_metrics, season_length
 from .model import Ensemble, Forecaster, count_parameters, forecast_windows
+from .precision import autocast_dtype, bf16_kernel, fp32_math, tf32_state
+from .precision import name as precision_name
 from .quantiles import conformal_correction, interval_scores
 from .scaling import Scaler, unscale
 from .windows import SeriesBuffer
@@ -383,12 +385,13 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
     fingerprint = data_fingerprint(series)
     state = _check_resume(out, config, fingerprint, data_path) if resume else None
     device = resolve_device(config.train.device)
-    autocast = autocast_dtype(config.train.precision, device)
+    autocast = autocast_dtype(config.train.precision, device, config.cells_in_use())
 
     fresh = not work.exists()
     work.mkdir(parents=True, exist_ok=True)
     try:
-        result = _train_in(work, series, config, device, autocast, fingerprint, state, on_event)
+        with fp32_math(config.train.precision):
+            result = _train_in(work, series, config, device, autocast, fingerprint, state, on_event)
     except LstmcastError:
         # A run that failed for a reason the user must fix leaves nothing half-made behind; a
         # resumed run keeps its earlier epochs.
@@ -467,7 +470,7 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
         recipe = ", ".join(f"{key}={str(now).lower() if isinstance(now, bool) else now}"
                            for key, _, now in _config_differences(config, own)
                            if key not in ("train.members", "train.ensemble_lookbacks"))
-        emit(TrainStart(member, members, describe(device), "bf16" if autocast else "fp32",
+        emit(TrainStart(member, members, describe(device), precision_name(autocast, config.train.precision, device),
                         len(series), len(train_starts), count_parameters(fit.model),
                         tc.epochs, steps, fit.epoch + 1, recipe))
         while fit.epoch < tc.epochs and fit.bad_epochs < tc.patience:
@@ -528,6 +531,7 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
                     "best_val_loss": fit.best_val,
                     "epochs_run": fit.epoch, "stopped_early": fit.bad_epochs >= tc.patience,
                     "device": describe(device)})
+    metrics.update(_arithmetic(config, device, autocast))
     if config.model.conformal:
         # From the weights chosen on the validation part (before any refit): the only ones whose
         # errors there are held out.
@@ -535,6 +539,17 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
         save_checkpoint({**meta, "models": done, "conformal": metrics["conformal"]}, work / BEST)
     atomic_write_text(work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return TrainResult(work, fit.best_epoch, fit.best_val, fit.epoch, metrics["stopped_early"], metrics)
+
+
+def _arithmetic(config: Config, device: torch.device, autocast: torch.dtype | None) -> dict:
+    """What the run's numbers were computed with: precision, kernels, TF32, fallbacks."""
+    out = {"precision": precision_name(autocast, config.train.precision, device)}
+    if device.type == "cuda":
+        out["tf32"] = tf32_state()
+        if autocast is not None:
+            out["kernels"] = {cell: bf16_kernel(cell, device)[1] for cell in config.cells_in_use()}
+    out["fallbacks"] = fallbacks()
+    return out
 
 
 def _write_history(path: Path, history: list[dict]) -> None:

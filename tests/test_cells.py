@@ -24,6 +24,7 @@ from lstmcast.cells import (
     to_torch_gru,
     to_torch_lstm,
 )
+from lstmcast.device import clear_fallbacks, fallbacks
 
 F64 = torch.float64
 TOL = {"rtol": 0.0, "atol": 1e-10}
@@ -463,7 +464,13 @@ def test_triton_kernel_on_cuda_matches_the_twin(coupled, peephole):
 @pytest.mark.gpu
 @needs_cuda
 def test_fast_path_on_cuda_matches_the_reference(cell, triton_on, monkeypatch):
+    """With triton_on the Triton kernel must really run (a fallback to the scripted loop fails
+    this test); without, the TorchScript loop runs on CUDA. Either way nothing falls back."""
     monkeypatch.setattr(cells, "USE_TRITON", triton_on)
+    clear_fallbacks()
+    calls = []
+    kernel = cells.triton_layer_forward
+    monkeypatch.setattr(cells, "triton_layer_forward", lambda *a: calls.append(1) or kernel(*a))
     torch.manual_seed(0)
     encoder = RecurrentEncoder(cell, 3, 32, layers=2, bidirectional=True).cuda().eval()
     x = torch.randn(16, 20, 3, device="cuda", requires_grad=True)
@@ -478,3 +485,5 @@ def test_fast_path_on_cuda_matches_the_reference(cell, triton_on, monkeypatch):
         states, _ = encoder(x)
     states.float().sum().backward()
     assert torch.isfinite(x.grad).all()
+    assert fallbacks() == {}
+    assert bool(calls) == triton_on
