@@ -366,8 +366,12 @@ def test_quantiles_on_gpu_with_bf16(tmp_path):
         frames[device] = frame = pd.read_csv(path)
         assert (frame["q_0.1"] <= frame["q_0.5"]).all() and (frame["q_0.5"] <= frame["q_0.9"]).all()
         assert (frame["forecast"] == frame["q_0.5"]).all()
-    for name in ("q_0.1", "q_0.5", "q_0.9"):   # fp32 on the CPU, bf16 on the GPU: close, not identical
-        np.testing.assert_allclose(frames["cpu"][name], frames["cuda"][name], rtol=0.05, atol=1.0)
+    # fp32 on the CPU, bf16 on the GPU: close, not identical. Measured against the interval's own
+    # width, so a GPU head that were off by a fraction of an interval fails.
+    width = (frames["cpu"]["q_0.9"] - frames["cpu"]["q_0.1"]).mean()
+    assert width > 0
+    for name in ("q_0.1", "q_0.5", "q_0.9"):
+        assert (frames["cpu"][name] - frames["cuda"][name]).abs().max() < 0.1 * width, name
 
 
 # --- calibration on data whose truth is known ----------------------------------------------------
