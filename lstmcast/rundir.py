@@ -99,7 +99,8 @@ def _try_lock(fd: int) -> bool:
 def _holder(fd: int) -> str:
     """Who holds the lock, from what it wrote into the lock file."""
     try:
-        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        os.lseek(fd, 0, os.SEEK_SET)  # not os.pread: Windows has none
+        info = json.loads(os.read(fd, 4096).decode() or "{}")
         return f"pid {info['pid']} on {info['host']}, started {info['started']}"
     except (OSError, ValueError, KeyError, AttributeError):
         return "details not written yet"
@@ -132,8 +133,16 @@ class RunLock:
                 os.close(fd)
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, (json.dumps(info) + "\n").encode(), 0)
+        try:  # who holds it, for the message of the one turned away
+            os.ftruncate(self.fd, 0)
+            os.lseek(self.fd, 0, os.SEEK_SET)
+            os.write(self.fd, (json.dumps(info) + "\n").encode())
+        except OSError as exc:
+            self.__exit__()
+            error = environment_error(exc, self.path)
+            if error is None:
+                raise
+            raise error from None
         return self
 
     def _open(self) -> int:
