@@ -18,8 +18,8 @@ from .checkpoint import atomic_write_text
 from .data import SeriesSet
 from .errors import LstmcastError
 from .metrics import mase_scale, naive, point_metrics, quantile_metrics, season_length, seasonal_naive
-from .outputs import check_output
 from .predict import Run, forecast_at, load_run, point, read_for_run
+from .rundir import check_output
 
 FORECASTERS = ("model", "naive", "seasonal_naive")
 

@@ -88,29 +88,3 @@ def _replace(target: Path, data: bytes, mode: int) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _same(a: Path, b: Path) -> bool:
-    """Whether two paths name the same file (through symlinks and hard links)."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist yet
-        return os.path.realpath(a) == os.path.realpath(b)
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    real, real_folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
-    return real_folder == real or real_folder in real.parents
-
-
-def check_output(out: str | Path, inputs: list[str | Path | None], run_dir: str | Path | None = None) -> None:
-    """Refuse an --out that would overwrite one of the command's inputs or a run's files."""
-    out = Path(out)
-    check_folder(out)
-    for given in inputs:
-        if given is not None and _same(out, Path(given)):
-            raise LstmcastError(f"{out}: is also an input of this command ({given}); writing it would "
-                                f"destroy that input; choose another --out")
-    if run_dir is not None and Path(run_dir).is_dir() and _inside(out, Path(run_dir)):
-        raise LstmcastError(f"{out}: lies inside the run directory {run_dir}, which only "
-                            f"'lstmcast train' writes; choose another --out")

@@ -18,8 +18,8 @@ import pandas as pd
 
 from .checkpoint import atomic_write_bytes
 from .errors import LstmcastError
-from .outputs import check_output
 from .predict import forecast, forecast_frame, load_run, read_for_run
+from .rundir import check_output
 
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 MAX_DEFAULT_SERIES = 6                 # series drawn when none are named

@@ -16,8 +16,8 @@ from .data import Columns, SeriesSet, read_future, read_series
 from .device import resolve_device
 from .errors import LstmcastError
 from .model import Ensemble, forecast_windows
-from .outputs import check_output
 from .precision import forecast_autocast, fp32_math
+from .rundir import check_output
 from .scaling import Scaler, unscale
 from .windows import SeriesBuffer
 

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import outputs
 from .checkpoint import BEST, LAST
 from .errors import LstmcastError
 from .outputs import environment_error
@@ -68,6 +69,46 @@ def write_marker(path: Path) -> None:
     """Mark `path` as a run directory; the first file written into a new one."""
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (path / MARKER).write_text(json.dumps({"format": MARKER_FORMAT, "created": created}) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs of other commands: never an input, never inside a run
+
+
+def _same(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file (through symlinks and hard links)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    real, real_folder = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return real_folder == real or real_folder in real.parents
+
+
+def check_output(out: str | Path, inputs: list[str | Path | None], run_dir: str | Path | None = None) -> None:
+    """Refuse an --out that would overwrite one of the command's inputs or a run's files."""
+    out = Path(out)
+    outputs.check_folder(out)
+    for given in inputs:
+        if given is not None and _same(out, Path(given)):
+            raise LstmcastError(f"{out}: is also an input of this command ({given}); writing it would "
+                                f"destroy that input; choose another --out")
+    if run_dir is not None and Path(run_dir).is_dir() and _inside(out, Path(run_dir)):
+        raise LstmcastError(f"{out}: lies inside the run directory {run_dir}, which only "
+                            f"'lstmcast train' writes; choose another --out")
+    run = enclosing_run(out)
+    if run is not None:  # another run: its next --overwrite would delete the file
+        raise LstmcastError(f"{out}: lies inside the run directory {run}, which only "
+                            f"'lstmcast train' writes; choose another --out")
+
+
+def enclosing_run(path: Path) -> Path | None:
+    """The run directory `path` lies in (through symlinks), if any."""
+    real = Path(os.path.realpath(path))
+    return next((folder for folder in real.parents if is_run(folder)), None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +253,11 @@ def check_flags(out: Path, resume: bool, overwrite: bool) -> None:
 
 
 def check_data(data_path: Path, out: Path, resume: bool) -> None:
-    """A train that may clear or replace `out` must not have its own input inside it."""
+    """A train that may clear or replace `out` must not have its own input inside it, and `out`
+    must not lie inside another run (whose --overwrite would delete it)."""
+    run = enclosing_run(out)
+    if run is not None:
+        raise LstmcastError(f"{out}: lies inside the run directory {run}; choose an --out outside it")
     if resume or not out.is_dir():
         return
     real, real_out = Path(os.path.realpath(data_path)), Path(os.path.realpath(out))

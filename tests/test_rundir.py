@@ -230,7 +230,9 @@ def test_lock_race_between_threads_has_exactly_one_winner(tmp_path):
             try:
                 with rundir.RunLock(out):
                     outcomes.append("won")
-                    time.sleep(0.05)
+                    deadline = time.time() + 10  # hold it until every other thread has tried
+                    while len(outcomes) < 6 and time.time() < deadline:
+                        time.sleep(0.001)
             except rundir.LstmcastError as exc:
                 assert "another 'lstmcast train'" in str(exc)
                 outcomes.append("lost")
@@ -240,7 +242,7 @@ def test_lock_race_between_threads_has_exactly_one_winner(tmp_path):
             thread.start()
         for thread in threads:
             thread.join()
-        # Everyone starts within the winner's 50 ms: one wins, the others are turned away.
+        # The winner holds the lock while all others try: one wins, the others are turned away.
         assert outcomes.count("won") == 1, outcomes
         assert not (tmp_path / ".run.lock").exists()
 
@@ -248,8 +250,21 @@ def test_lock_race_between_threads_has_exactly_one_winner(tmp_path):
 RACER = """
 import os, sys, time
 from pathlib import Path
+from lstmcast import rundir
 from lstmcast.cli import app
 folder, who, rounds, data = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+other = "y" if who == "x" else "x"
+swap = rundir.finish
+
+def finish_when_the_other_is_done(work, out):
+    # However slow the machine, the other racer tries while this one holds the lock (and then
+    # the swap runs under the lock too). Without a lock both would swap after 10 s.
+    deadline = time.time() + 10
+    while not (folder / f"done-{r}-{other}").exists() and time.time() < deadline:
+        time.sleep(0.005)
+    swap(work, out)
+
+rundir.finish = finish_when_the_other_is_done
 for r in range(rounds):
     while not (folder / f"go-{r}").exists():
         time.sleep(0.001)
@@ -260,7 +275,9 @@ for r in range(rounds):
         code = 0
     except SystemExit as exc:
         code = exc.code
-    (folder / f"done-{r}-{who}").write_text(f"{code} {time.perf_counter() - started}")
+    took = time.perf_counter() - started
+    (folder / f"tmp-{who}").write_text(f"{code} {took}")
+    os.replace(folder / f"tmp-{who}", folder / f"done-{r}-{who}")  # whole when seen
 """
 
 
@@ -293,6 +310,8 @@ def test_two_trains_racing_on_one_directory(tmp_path, setup):
             assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".")) == [], "leftovers"
     finally:
         for p in racers:
+            if p.poll() is None and not (tmp_path / f"done-{rounds - 1}-x").exists():
+                p.kill()  # a round failed: the racers would wait for its go forever
             p.wait(timeout=60)
     errors = "".join(p.stderr.read() for p in racers)
     lines = [line for line in errors.splitlines() if line]
@@ -496,6 +515,18 @@ def test_an_output_inside_the_run_directory_is_refused(setup, command, name):
     before = snapshot(run)
     error_line(cli(*command_args(command, data, run, run / name)), "lies inside the run directory")
     assert snapshot(run) == before
+
+
+def test_an_output_inside_another_run_directory_is_refused(tmp_path, setup):
+    """Its next --overwrite would delete the file: a run directory holds only what train wrote."""
+    data, run = setup
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    before = snapshot(other)
+    error_line(cli("predict", data, "--model", run, "--out", other / "forecasts.csv"),
+               f"lies inside the run directory {other}")
+    error_line(cli("train", data, "--out", other / "nested", *FAST), f"lies inside the run directory {other}")
+    assert snapshot(other) == before
 
 
 def test_plot_history_inside_the_run_directory_is_refused(setup):
