@@ -377,6 +377,7 @@ def test_a_kill_at_every_step_of_an_overwrite_leaves_a_whole_run(tmp_path, train
         train(data, run, _tiny(), overwrite=True)
     steps = counter.calls
     assert steps >= 8  # config, checkpoints, history, metrics, the swap and the cleanup
+    states = set()
     for k in range(1, steps + 1):
         fresh_old_run()
         with monkeypatch.context() as patch:
@@ -385,13 +386,17 @@ def test_a_kill_at_every_step_of_an_overwrite_leaves_a_whole_run(tmp_path, train
                 train(data, run, _tiny(), overwrite=True)
         if os.path.lexists(run):  # a whole run: the old one untouched, or the new one
             assert snapshot(run) == old or _is_new(run), f"kill at step {k}: a mixed run"
+            states.add("old" if snapshot(run) == old else "new")
         else:  # only between the two renames, and only without the exchange
             assert not exchange and any(n.startswith(".run.old-") for n in siblings(run)), k
+            states.add("missing")
         # The next start repairs: the same command works and leaves nothing else behind.
         result = cli("train", data, "--out", run, "--overwrite", *FAST, "--set", "train.epochs=2")
         assert result.exit_code == 0, (k, result.output)
         assert_whole_run(run, epochs=2)
         assert siblings(run) == [], (k, siblings(run))
+    # Every kind of state was reached, so each was checked (and repaired).
+    assert states == ({"old", "new"} if exchange else {"old", "new", "missing"})
 
 
 def test_the_next_start_restores_a_run_killed_between_the_renames(setup):
