@@ -9,14 +9,13 @@ destroys the previous good copy.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import LstmcastError
+from .outputs import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 
 # 3: "features" (covariates, calendar, their scaling numbers); 2: "models" (one state dict per
 # ensemble member); 1: one "model". Formats 1 and 2 predate covariates: they load with none and
@@ -24,27 +23,6 @@ from .errors import LstmcastError
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 BEST, LAST = "model.pt", "last.pt"
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    if path.is_dir():
-        raise LstmcastError(f"{path}: is a directory; give a file path to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def on_cpu(value: Any) -> Any:

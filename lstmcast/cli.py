@@ -32,6 +32,7 @@ from .metrics import pair_name
 from .plot import plot_forecasts
 from .plot import plot_history as plot_history_run
 from .predict import predict as predict_run
+from .rundir import Recovered
 from .train import EpochEnd, Step, TrainStart
 from .train import train as train_run
 
@@ -75,7 +76,9 @@ class Reporter:
     def __call__(self, event) -> None:
         if self.quiet:
             return
-        if isinstance(event, TrainStart):
+        if isinstance(event, Recovered):
+            self.info(event.message)
+        elif isinstance(event, TrainStart):
             resumed = f", resuming at epoch {event.first_epoch}" if event.first_epoch > 1 else ""
             member = f"member {event.member}/{event.members}: " if event.members > 1 else ""
             if event.recipe:

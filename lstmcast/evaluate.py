@@ -19,6 +19,7 @@ from .data import SeriesSet
 from .errors import LstmcastError
 from .metrics import mase_scale, naive, point_metrics, quantile_metrics, season_length, seasonal_naive
 from .predict import Run, forecast_at, load_run, point, read_for_run
+from .rundir import check_output
 
 FORECASTERS = ("model", "naive", "seasonal_naive")
 
@@ -105,6 +106,8 @@ def evaluate(data_path: str | Path, run_dir: str | Path, out_path: str | Path | 
     if season is not None and season < 1:
         raise LstmcastError(f"--season-length {season}: must be 1 or more (1 = no seasonality)")
     check_windows(windows, step)
+    if out_path is not None:  # before any work: a bad --out is found at once
+        check_output(out_path, [data_path], run_dir)
     run = load_run(run_dir, device)
     series = read_for_run(run, data_path)
     horizon = run.horizon

@@ -19,6 +19,7 @@ import pandas as pd
 from .checkpoint import atomic_write_bytes
 from .errors import LstmcastError
 from .predict import forecast, forecast_frame, load_run, read_for_run
+from .rundir import check_output
 
 FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 MAX_DEFAULT_SERIES = 6                 # series drawn when none are named
@@ -67,8 +68,9 @@ def _matplotlib():
     return Figure, FigureCanvasAgg, mdates, mticker
 
 
-def _check_out(out_path: str | Path) -> tuple[Path, str]:
-    """The output path and its format; checked before any work is done."""
+def _check_out(out_path: str | Path, inputs: list, run_dir: str | Path) -> tuple[Path, str]:
+    """The output path and its format; checked before any work is done. Never one of `inputs`,
+    never inside the run directory."""
     out = Path(out_path)
     fmt = FORMATS.get(out.suffix.lower())
     if fmt is None:
@@ -78,6 +80,7 @@ def _check_out(out_path: str | Path) -> tuple[Path, str]:
         raise LstmcastError(f"{out}: is a directory; give a file path such as {out / ('figure' + out.suffix)}")
     if not out.parent.is_dir():
         raise LstmcastError(f"{out.parent}: directory not found; create it or choose another --out")
+    check_output(out, inputs, run_dir)
     return out, fmt
 
 
@@ -177,7 +180,7 @@ def plot_forecasts(data_path: str | Path, run_dir: str | Path, out_path: str | P
     first 6 series of the file are drawn. `future`: the future covariates CSV, needed (as for
     predict) when the run was trained with data.future_covariates.
     """
-    out, fmt = _check_out(out_path)
+    out, fmt = _check_out(out_path, [data_path, future], run_dir)
     Figure, FigureCanvasAgg, mdates, _ = _matplotlib()
     if history is not None and history < 1:
         raise LstmcastError(f"--history {history}: give the number of past points to show (>= 1)")
@@ -246,7 +249,7 @@ def _wide_range(values: np.ndarray) -> bool:
 
 def plot_history(run_dir: str | Path, out_path: str | Path) -> HistoryPlot:
     """Training and validation loss per epoch (a colour per ensemble member) over the learning rate."""
-    out, fmt = _check_out(out_path)
+    out, fmt = _check_out(out_path, [], run_dir)
     Figure, FigureCanvasAgg, _, mticker = _matplotlib()
     history = _read_history(run_dir)
     from matplotlib.lines import Line2D  # matplotlib is importable here: _matplotlib() checked it

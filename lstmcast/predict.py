@@ -17,6 +17,7 @@ from .device import resolve_device
 from .errors import LstmcastError
 from .model import Ensemble, forecast_windows
 from .precision import forecast_autocast, fp32_math
+from .rundir import check_output
 from .scaling import Scaler, unscale
 from .windows import SeriesBuffer
 
@@ -154,6 +155,8 @@ def predict(data_path: str | Path, run_dir: str | Path, out_path: str | Path | N
             horizon: int | None = None, device: str = "cpu", future: str | Path | None = None) -> pd.DataFrame:
     """Forecast past the end of every series in `data_path`; write CSV to `out_path` if given.
     `future`: CSV of the future covariates (runs trained with data.future_covariates)."""
+    if out_path is not None:  # before any work: a bad --out is found at once
+        check_output(out_path, [data_path, future], run_dir)
     run = load_run(run_dir, device)
     check_horizon(run, horizon)
     series = read_for_run(run, data_path)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
+from . import __version__, rundir
 from .checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict, quantile_pairs
 from .covariates import FeatureSpec
@@ -229,32 +229,6 @@ def _config_differences(a: Config, b: Config) -> list[tuple[str, object, object]
     return [(k, flat_a[k], flat_b[k]) for k in flat_a if flat_a[k] != flat_b[k]]
 
 
-def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> Path:
-    """Where to write: the run dir itself, or a sibling that replaces it at the end (overwrite)."""
-    if resume:
-        if not (out / LAST).is_file():
-            raise LstmcastError(f"{out}: nothing to resume (no {LAST}); drop --resume to start a new run")
-        return out
-    if out.exists() and not out.is_dir():
-        raise LstmcastError(f"{out}: exists and is not a directory; choose another --out")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise LstmcastError(f"{out}: run directory already exists; pass --resume to continue it, "
-                                f"--overwrite to replace it, or choose another --out")
-        return out.parent / f".{out.name}.partial-{os.getpid()}"
-    return out
-
-
-def _finish_run_dir(work: Path, out: Path) -> None:
-    """Swap a finished overwrite run into place; the old run is removed only after that."""
-    if work == out:
-        return
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    out.rename(old)
-    work.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _rng_state(generator: torch.Generator) -> dict:
     state = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
     if torch.cuda.is_available():
@@ -371,24 +345,37 @@ class _Fit:
 def train(data_path: str | Path, out_dir: str | Path, config: Config | None = None, *,
           resume: bool = False, overwrite: bool = False,
           on_event: Callback | None = None) -> TrainResult:
-    """Train a forecaster on the CSV at `data_path` and write the run directory `out_dir`."""
-    data_path, out = Path(data_path), Path(out_dir)
-    config = config or Config()
+    """Train a forecaster on the CSV at `data_path` and write the run directory `out_dir`.
 
+    Holds the run directory's lock throughout (rundir.RunLock), after repairing what killed
+    runs left behind."""
+    data_path, out = Path(data_path), Path(out_dir)
+    if out.is_symlink():  # the run lives where the link points; the link stays
+        out = Path(os.path.realpath(out))
+    rundir.check_flags(out, resume, overwrite)
+    with rundir.RunLock(out):
+        for event in rundir.recover(out):
+            if on_event is not None:
+                on_event(event)
+        rundir.check_data(data_path, out, resume)
+        return _train_locked(data_path, out, config or Config(), resume, overwrite, on_event)
+
+
+def _train_locked(data_path: Path, out: Path, config: Config, resume: bool, overwrite: bool,
+                  on_event: Callback | None) -> TrainResult:
     # Everything the user can get wrong is checked before anything is written.
     series = read_series(data_path, id_col=config.data.id_col, time_col=config.data.time_col,
                          target=config.data.target, fill=config.data.fill,
                          covariates=config.data.covariates)
     config = resolve_config(config, series)
     check_lengths(series, config.data.horizon, data_path)
-    work = _prepare_run_dir(out, resume, overwrite)
+    work = rundir.prepare(out, resume, overwrite)
     fingerprint = data_fingerprint(series)
     state = _check_resume(out, config, fingerprint, data_path) if resume else None
     device = resolve_device(config.train.device)
     autocast = autocast_dtype(config.train.precision, device, config.cells_in_use())
 
-    fresh = not work.exists()
-    work.mkdir(parents=True, exist_ok=True)
+    fresh = rundir.create(work)
     try:
         with fp32_math(config.train.precision):
             result = _train_in(work, series, config, device, autocast, fingerprint, state, on_event)
@@ -402,7 +389,7 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
         if work != out:  # an interrupted --overwrite: the previous run stays as it was
             shutil.rmtree(work, ignore_errors=True)
         raise
-    _finish_run_dir(work, out)
+    rundir.finish(work, out)
     result.run_dir = out
     return result
 

@@ -13,7 +13,7 @@ from conftest import LOAD_WIDE, SALES, TINY, run_cli
 
 def test_run_directory_files(sales_run):
     names = sorted(p.name for p in sales_run.iterdir())
-    assert names == ["config.yaml", "history.csv", "last.pt", "metrics.json", "model.pt"]
+    assert names == [".lstmcast-run", "config.yaml", "history.csv", "last.pt", "metrics.json", "model.pt"]
     history = pd.read_csv(sales_run / "history.csv")
     assert list(history.columns) == ["member", "epoch", "train_loss", "val_loss", "lr", "seconds"]
     assert history["member"].tolist() == [1, 1, 1]
