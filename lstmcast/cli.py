@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import List
 
 import typer
-import yaml
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -25,7 +24,15 @@ from rich.progress import (
 from rich.table import Table
 
 from . import __version__
-from .config import Config, config_from_dict, load_config, parse_set, quantile_column, quantile_pairs
+from .config import (
+    Config,
+    config_from_dict,
+    load_config,
+    parse_set,
+    quantile_column,
+    quantile_pairs,
+    read_yaml,
+)
 from .errors import LstmcastError
 from .evaluate import evaluate as evaluate_run
 from .metrics import pair_name
@@ -179,13 +186,14 @@ def _saved_config(run_dir: Path) -> Config | None:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return None
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        tree = None
+    advice = "the run cannot be resumed; train it again with --overwrite instead of --resume"
+    tree = read_yaml(path, "saved config", advice)
     if not isinstance(tree, dict):
-        raise LstmcastError(f"{path}: not a readable lstmcast config; the run cannot be resumed")
-    return config_from_dict(tree)
+        raise LstmcastError(f"{path}: not a readable lstmcast config; {advice}")
+    try:
+        return config_from_dict(tree)
+    except LstmcastError as exc:
+        raise LstmcastError(f"{path}: {exc}; {advice}") from None
 
 
 @app.command()
