@@ -8,6 +8,7 @@ lines go to stderr and nothing is animated.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import List
 
@@ -51,14 +52,29 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def _guard(action):
-    """Run a command body, mapping user errors to exit 2 and Ctrl-C to exit 130."""
-    try:
-        return action()
-    except LstmcastError as exc:
-        _fail(str(exc), 2)
-    except KeyboardInterrupt:
-        _fail("interrupted; a run directory can be continued with 'lstmcast train ... --resume'", 130)
+def _guard(action, interrupted: str = "interrupted"):
+    """Run a command body, mapping user errors to exit 2 and Ctrl-C to exit 130 (`interrupted`:
+    what the user can do then).
+
+    Python warnings are the core's to prevent at their source. Should one still be raised, it is
+    not dumped as a multi-line warning: a successful command ends with one `lstmcast: warning:`
+    line naming it (and how many more), and a user error stays the one error line.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            result = action()
+        except LstmcastError as exc:
+            _fail(str(exc), 2)
+        except KeyboardInterrupt:
+            _fail(interrupted, 130)
+    if caught:
+        first = caught[0]
+        more = f" (and {len(caught) - 1} more)" if len(caught) > 1 else ""
+        text = " ".join(str(first.message).split())
+        print(f"lstmcast: warning: {first.category.__name__} from {Path(first.filename).name}:{first.lineno}: "
+              f"{text}{more}; please report it to the lstmcast developers", file=sys.stderr)
+    return result
 
 
 class Reporter:
@@ -248,7 +264,7 @@ def train(
         reporter.info(f"best epoch {result.best_epoch} of {result.epochs_run} "
                       f"(val_loss {result.best_val_loss:.5f}); run written to {result.run_dir}")
 
-    _guard(body)
+    _guard(body, "interrupted; continue the run with 'lstmcast train ... --resume'")
 
 
 @app.command()

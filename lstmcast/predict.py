@@ -17,7 +17,7 @@ from .device import resolve_device
 from .errors import LstmcastError
 from .model import Ensemble, forecast_windows
 from .precision import forecast_autocast, fp32_math
-from .scaling import Scaler, unscale
+from .scaling import Scaler, check_magnitude, unscale
 from .windows import SeriesBuffer
 
 
@@ -106,10 +106,12 @@ def _check_saved_config(run_dir: Path, path: Path, config: Config) -> None:
 def read_for_run(run: Run, data_path: str | Path) -> SeriesSet:
     """Read a CSV with the columns, fill policy and frequency the run was trained with."""
     cols = run.columns
-    return read_series(data_path, id_col=cols.id_col if cols.id_in_input else None,
-                       time_col=cols.time_col, target=list(cols.targets),
-                       fill=run.config.data.fill, expected_freq=run.freq,
-                       covariates=run.config.data.covariates)
+    series = read_series(data_path, id_col=cols.id_col if cols.id_in_input else None,
+                         time_col=cols.time_col, target=list(cols.targets),
+                         fill=run.config.data.fill, expected_freq=run.freq,
+                         covariates=run.config.data.covariates)
+    check_magnitude(run.scaler.method, series.ids, series.values, data_path)
+    return series
 
 
 def check_horizon(run: Run, horizon: int | None) -> int:

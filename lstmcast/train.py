@@ -34,7 +34,7 @@ from .model import Ensemble, Forecaster, count_parameters, forecast_windows
 from .precision import autocast_dtype, bf16_kernel, fp32_math, tf32_state
 from .precision import name as precision_name
 from .quantiles import conformal_correction, interval_scores
-from .scaling import Scaler, unscale
+from .scaling import Scaler, check_magnitude, unscale
 from .windows import N_FEATURES, SeriesBuffer, available_memory, buffer_bytes, window_batch_bytes
 
 # Keys that may differ between an interrupted run and its --resume: they change how long or
@@ -416,6 +416,7 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
     series = read_series(data_path, id_col=config.data.id_col, time_col=config.data.time_col,
                          target=config.data.target, fill=config.data.fill,
                          covariates=config.data.covariates)
+    check_magnitude(config.data.scaling, series.ids, series.values, data_path)
     check_memory(series, config)
     check_lookbacks(series, config, data_path)
     config = resolve_config(config, series)
@@ -528,8 +529,9 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
             val_loss = validation_loss(fit.model, view, val_starts, horizon, loss_fn, autocast)
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                 raise LstmcastError(f"training diverged at epoch {epoch} (train loss {train_loss}, "
-                                    f"validation loss {val_loss}); lower train.lr or use "
-                                    f"data.scaling=standard")
+                                    f"validation loss {val_loss}); lower train.lr (now {tc.lr:g})" + (
+                                        "" if config.data.scaling == "standard" else
+                                        f" or use data.scaling=standard (now {config.data.scaling})"))
             fit.scheduler.step(val_loss)
             improved = val_loss < fit.best_val
             if improved:
