@@ -372,5 +372,25 @@ def version() -> None:
     print(__version__)
 
 
+def _is_usage_error(exc: BaseException) -> bool:
+    """A command-line mistake caught by the option parser (click's UsageError, which typer may
+    vendor under another module)."""
+    return any(cls.__name__ == "UsageError" for cls in type(exc).__mro__)
+
+
 def main() -> None:
-    app()
+    """The console script: like app(), except that a command-line mistake (an unknown option, a
+    value of the wrong type) is one `lstmcast: error:` line with exit 2, not a framed box."""
+    try:
+        code = app(standalone_mode=False)
+    except Exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # plain `lstmcast`: the help, as click shows it
+            print(exc.ctx.get_help(), file=sys.stderr)
+            sys.exit(2)
+        if not _is_usage_error(exc):
+            raise
+        command = getattr(getattr(exc, "ctx", None), "command_path", None) or "lstmcast"
+        text = " ".join(exc.format_message().split()).rstrip(".")
+        print(f"lstmcast: error: {text}; see '{command} --help'", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code or 0)
