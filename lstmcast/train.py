@@ -418,7 +418,8 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
                          covariates=config.data.covariates)
     check_magnitude(config.data.scaling, series.ids, series.values, data_path)
     check_memory(series, config)
-    check_lookbacks(series, config, data_path)
+    if not resume:  # a resumed run's saved config has its default lookback written out
+        check_lookbacks(series, config, data_path)
     config = resolve_config(config, series)
     check_lengths(series, config.data.horizon, data_path)
     work = _prepare_run_dir(out, resume, overwrite)

@@ -281,6 +281,10 @@ def test_default_lookback_longer_than_series_is_padded(tmp_path):
                  *TINY_MODEL, "-q")
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
+    # Its saved config has lookback 9 written out: --resume must not take that for the user's.
+    resumed = cli("train", data, "--out", tmp_path / "run", "--horizon", 3, "--set", "train.epochs=2",
+                  *TINY_MODEL, "--resume", "-q")
+    assert resumed.exit_code == 0, resumed.output
 
 
 # ---------------------------------------------------------------------------------------------
