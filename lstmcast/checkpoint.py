@@ -44,8 +44,9 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint onto the CPU, whatever device it was trained on."""
+def load_checkpoint(path: str | Path, require: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load a checkpoint onto the CPU, whatever device it was trained on; `require`: entries it
+    must have (a cut-down or foreign dict is the user's to replace, not a crash)."""
     path = Path(path)
     if not path.is_file():
         raise LstmcastError(f"{path}: checkpoint not found; is this a run directory made by "
@@ -60,4 +61,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if version not in READABLE_VERSIONS:
         raise LstmcastError(f"{path}: checkpoint format {version!r} is not supported by this "
                             f"lstmcast (format {FORMAT_VERSION}); retrain or use a matching version")
+    missing = [key for key in require if key not in payload]
+    if missing:
+        raise LstmcastError(f"{path}: not a complete lstmcast checkpoint (missing {', '.join(missing)}); "
+                            f"retrain the run")
+    models = payload.get("models")
+    if "models" in require and (not isinstance(models, list) or not models):
+        raise LstmcastError(f"{path}: holds no trained weights ('models' is {type(models).__name__}"
+                            f"{' and empty' if isinstance(models, list) else ''}); retrain the run")
     return payload

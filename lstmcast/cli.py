@@ -8,11 +8,11 @@ lines go to stderr and nothing is animated.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import List
 
 import typer
-import yaml
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -25,7 +25,15 @@ from rich.progress import (
 from rich.table import Table
 
 from . import __version__
-from .config import Config, config_from_dict, load_config, parse_set, quantile_column, quantile_pairs
+from .config import (
+    Config,
+    config_from_dict,
+    load_config,
+    parse_set,
+    quantile_column,
+    quantile_pairs,
+    read_yaml,
+)
 from .errors import LstmcastError
 from .evaluate import evaluate as evaluate_run
 from .metrics import pair_name
@@ -45,14 +53,29 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def _guard(action):
-    """Run a command body, mapping user errors to exit 2 and Ctrl-C to exit 130."""
-    try:
-        return action()
-    except LstmcastError as exc:
-        _fail(str(exc), 2)
-    except KeyboardInterrupt:
-        _fail("interrupted; a run directory can be continued with 'lstmcast train ... --resume'", 130)
+def _guard(action, interrupted: str = "interrupted"):
+    """Run a command body, mapping user errors to exit 2 and Ctrl-C to exit 130 (`interrupted`:
+    what the user can do then).
+
+    Python warnings are the core's to prevent at their source. Should one still be raised, it is
+    not dumped as a multi-line warning: a successful command ends with one `lstmcast: warning:`
+    line naming it (and how many more), and a user error stays the one error line.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            result = action()
+        except LstmcastError as exc:
+            _fail(str(exc), 2)
+        except KeyboardInterrupt:
+            _fail(interrupted, 130)
+    if caught:
+        first = caught[0]
+        more = f" (and {len(caught) - 1} more)" if len(caught) > 1 else ""
+        text = " ".join(str(first.message).split())
+        print(f"lstmcast: warning: {first.category.__name__} from {Path(first.filename).name}:{first.lineno}: "
+              f"{text}{more}; please report it to the lstmcast developers", file=sys.stderr)
+    return result
 
 
 class Reporter:
@@ -182,13 +205,14 @@ def _saved_config(run_dir: Path) -> Config | None:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return None
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        tree = None
+    advice = "the run cannot be resumed; train it again with --overwrite instead of --resume"
+    tree = read_yaml(path, "saved config", advice)
     if not isinstance(tree, dict):
-        raise LstmcastError(f"{path}: not a readable lstmcast config; the run cannot be resumed")
-    return config_from_dict(tree)
+        raise LstmcastError(f"{path}: not a readable lstmcast config; {advice}")
+    try:
+        return config_from_dict(tree)
+    except LstmcastError as exc:
+        raise LstmcastError(f"{path}: {exc}; {advice}") from None
 
 
 @app.command()
@@ -243,7 +267,7 @@ def train(
         reporter.info(f"best epoch {result.best_epoch} of {result.epochs_run} "
                       f"(val_loss {result.best_val_loss:.5f}); run written to {result.run_dir}")
 
-    _guard(body)
+    _guard(body, "interrupted; continue the run with 'lstmcast train ... --resume'")
 
 
 @app.command()
@@ -351,5 +375,25 @@ def version() -> None:
     print(__version__)
 
 
+def _is_usage_error(exc: BaseException) -> bool:
+    """A command-line mistake caught by the option parser (click's UsageError, which typer may
+    vendor under another module)."""
+    return any(cls.__name__ == "UsageError" for cls in type(exc).__mro__)
+
+
 def main() -> None:
-    app()
+    """The console script: like app(), except that a command-line mistake (an unknown option, a
+    value of the wrong type) is one `lstmcast: error:` line with exit 2, not a framed box."""
+    try:
+        code = app(standalone_mode=False)
+    except Exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # plain `lstmcast`: the help, as click shows it
+            print(exc.ctx.get_help(), file=sys.stderr)
+            sys.exit(2)
+        if not _is_usage_error(exc):
+            raise
+        command = getattr(getattr(exc, "ctx", None), "command_path", None) or "lstmcast"
+        text = " ".join(exc.format_message().split()).rstrip(".")
+        print(f"lstmcast: error: {text}; see '{command} --help'", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code or 0)

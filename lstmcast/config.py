@@ -321,6 +321,72 @@ def _flatten(tree: dict, source: str) -> dict[str, Any]:
     return flat
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A mapping gives the same key twice (PyYAML alone keeps the last one silently)."""
+
+    def __init__(self, key: Any, line: int, first: int):
+        super().__init__(f"key {key!r} appears twice")
+        self.key, self.line, self.first = key, line, first
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (merge keys `<<` may still be
+    overridden, as YAML intends)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in first_line:
+                        raise _DuplicateKey(key, line, first_line[key])
+                    first_line[key] = line
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+        return super().construct_mapping(node, deep)
+
+
+def safe_load(text: str) -> Any:
+    """yaml.safe_load, except that a key given twice in one mapping is an error (_DuplicateKey)."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def read_yaml(path: str | Path, what: str = "config file", advice: str | None = None) -> Any:
+    """The YAML document in `path`, or LstmcastError naming the file, the problem and what to do
+    (`advice`, else a fix for each problem): missing, a directory, unreadable, not UTF-8, not
+    valid YAML, a key given twice in one mapping."""
+    path = Path(path)
+    if path.is_dir():
+        raise LstmcastError(f"{path}: is a directory, not a {what}; "
+                            f"{advice or 'give the path of a YAML file'}")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise LstmcastError(f"{path}: {what} not found" + (f"; {advice}" if advice else "")) from None
+    except OSError as exc:
+        raise LstmcastError(f"{path}: cannot read the {what} ({exc.strerror or type(exc).__name__}); "
+                            f"{advice or 'check the path and its permissions'}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise LstmcastError(f"{path} line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                            f"{advice or f'save the {what} as UTF-8'}") from None
+    try:
+        return safe_load(text)
+    except _DuplicateKey as exc:
+        raise LstmcastError(f"{path} line {exc.line}: key '{exc.key}' is given twice (first on line "
+                            f"{exc.first}); {advice or 'keep one'}") from None
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" line {line + 1}" if line is not None else ""
+        raise LstmcastError(f"{path}{where}: not valid YAML; {advice or 'fix the syntax'}") from None
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
     """`--set a.b=value` strings -> {"a.b": value}; values are read as YAML scalars."""
     out = {}
@@ -329,7 +395,9 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise LstmcastError(f"--set '{item}': expected key=value, e.g. --set train.epochs=3")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+            out[key.strip()] = safe_load(raw) if raw.strip() else None
+        except _DuplicateKey as exc:
+            raise LstmcastError(f"--set '{item}': key '{exc.key}' is given twice; keep one") from None
         except yaml.YAMLError:
             out[key.strip()] = raw
     return out
@@ -340,15 +408,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """Defaults (or `base`), then the YAML file at `path`, then `overrides` (dotted keys)."""
     config = base if base is not None else Config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise LstmcastError(f"{path}: config file not found")
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            line = getattr(getattr(exc, "problem_mark", None), "line", None)
-            where = f" line {line + 1}" if line is not None else ""
-            raise LstmcastError(f"{path}{where}: not valid YAML; fix the syntax") from None
+        tree = read_yaml(path) or {}
         if not isinstance(tree, dict):
             raise LstmcastError(f"{path}: expected a mapping with data/model/train sections")
         config = _apply(config, _flatten(tree, str(path)), str(path))

@@ -11,6 +11,7 @@ from torch import nn
 
 from .cells import encoder_output_size, make_encoder
 from .config import Config, ModelConfig
+from .errors import LstmcastError
 from .quantiles import keep_monotone, widen
 from .windows import N_FEATURES
 
@@ -244,7 +245,11 @@ class Ensemble(nn.Module):
         owns = [config.member(k) for k in range(1, len(weights) + 1)]
         members = [Forecaster(own.model, config.data.horizon, own.data.resolved_lookback, **(dims or {}))
                    for own in owns]
-        for member, state in zip(members, weights):
+        for k, (member, state) in enumerate(zip(members, weights), start=1):
+            problem = weights_mismatch(member, state)
+            if problem is not None:
+                who = f"member {k}: " if len(weights) > 1 else ""
+                raise LstmcastError(f"does not match its config ({who}{problem})")
             member.load_state_dict(state)
         return cls(members, conformal)
 
@@ -267,6 +272,31 @@ class Ensemble(nn.Module):
             forecasts = widen(forecasts.float(), self.corrections, self.pairs, self.median_index,
                               self.conformal_scale(inputs))
         return forecasts
+
+
+def weights_mismatch(model: nn.Module, state) -> str | None:
+    """What keeps `state` (a saved state dict) from loading into `model`, in words; None if it fits:
+    weights another config made, or a cut-down dict, are told apart from a bug."""
+    if not isinstance(state, dict):
+        return f"the weights are a {type(state).__name__}, not a dict of tensors"
+    wanted = model.state_dict()
+    problems = []
+    missing = [key for key in wanted if key not in state]
+    unexpected = [key for key in state if key not in wanted]
+    for label, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            more = f" and {len(keys) - 2} more" if len(keys) > 2 else ""
+            problems.append(f"{label} {', '.join(map(str, keys[:2]))}{more}")
+    for key, tensor in wanted.items():
+        saved = state.get(key)
+        if key in state and not isinstance(saved, torch.Tensor):
+            problems.append(f"{key} is a {type(saved).__name__}, not a tensor")
+        elif key in state and saved.shape != tensor.shape:
+            problems.append(f"shape of {key} is {tuple(saved.shape)}, the config needs {tuple(tensor.shape)}")
+    if not problems:
+        return None
+    more = f"; and {len(problems) - 3} more differences" if len(problems) > 3 else ""
+    return "; ".join(problems[:3]) + more
 
 
 def count_parameters(model: nn.Module) -> int:

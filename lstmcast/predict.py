@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from .checkpoint import BEST, atomic_write_text, load_checkpoint
-from .config import Config, config_from_dict, quantile_column
+from .config import Config, config_from_dict, quantile_column, read_yaml
 from .covariates import FeatureSpec
 from .data import Columns, SeriesSet, read_future, read_series
 from .device import resolve_device
@@ -18,7 +18,7 @@ from .errors import LstmcastError
 from .model import Ensemble, forecast_windows
 from .precision import forecast_autocast, fp32_math
 from .rundir import check_output
-from .scaling import Scaler, unscale
+from .scaling import Scaler, check_magnitude, unscale
 from .windows import SeriesBuffer
 
 
@@ -55,24 +55,64 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LstmcastError(f"{run_dir}: run directory not found; pass the --out of 'lstmcast train'")
-    payload = load_checkpoint(run_dir / BEST)
-    config = config_from_dict(payload["config"])
+    path = run_dir / BEST
+    payload = load_checkpoint(path, require=("config", "models", "scaler", "columns", "freq"))
     target = resolve_device(device)
-    # Runs trained before covariates have no "features" (and, config_from_dict, calendar none).
-    features = FeatureSpec.from_checkpoint(payload, config)
-    # Runs trained before quantiles existed have neither a "conformal" entry nor model.quantiles.
-    model = Ensemble.from_weights(config, payload["models"], payload.get("conformal"), features.dims())
-    return Run(run_dir, model.to(target).eval(), config, Scaler.from_dict(payload["scaler"]),
-               Columns.from_dict(payload["columns"]), payload["freq"], target, features)
+    try:
+        config = config_from_dict(payload["config"])
+        # Runs trained before covariates have no "features" (and, config_from_dict, calendar none).
+        features = FeatureSpec.from_checkpoint(payload, config)
+        # Runs trained before quantiles existed have neither a "conformal" entry nor model.quantiles.
+        model = Ensemble.from_weights(config, payload["models"], payload.get("conformal"), features.dims())
+        scaler, columns = Scaler.from_dict(payload["scaler"]), Columns.from_dict(payload["columns"])
+    except LstmcastError as exc:
+        raise LstmcastError(f"{path}: {exc}; retrain the run (or copy back its own model.pt)") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        what = f"missing {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise LstmcastError(f"{path}: does not match its config ({what}); retrain the run "
+                            f"(or copy back its own model.pt)") from None
+    _check_saved_config(run_dir, path, config)
+    return Run(run_dir, model.to(target).eval(), config, scaler, columns, payload["freq"], target, features)
+
+
+_SHAPING_TRAIN_KEYS = ("train.ensemble", "train.ensemble_lookbacks", "train.members")
+
+
+def _check_saved_config(run_dir: Path, path: Path, config: Config) -> None:
+    """model.pt and the run's config.yaml are written from one config: a difference means one of
+    them came from another run (a copied model.pt), and the forecasts would not be this run's."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return
+    advice = "copy back this run's own files or retrain"
+    tree = read_yaml(saved_path, "saved config", advice)
+    try:
+        saved = config_from_dict(tree) if isinstance(tree, dict) else None
+    except LstmcastError as exc:
+        raise LstmcastError(f"{saved_path}: {exc}; {advice}") from None
+    if saved is None:
+        raise LstmcastError(f"{saved_path}: not a readable lstmcast config; {advice}")
+    ours = {f"{s}.{k}": v for s, keys in config.to_dict().items() for k, v in keys.items()}
+    theirs = {f"{s}.{k}": v for s, keys in saved.to_dict().items() for k, v in keys.items()}
+    # What the model and its inputs are; the other train keys (epochs, patience, device) may be
+    # changed by --resume, and an interrupted resume may not have rewritten model.pt yet.
+    shaping = [k for k in ours if not k.startswith("train.") or k in _SHAPING_TRAIN_KEYS]
+    key = next((k for k in shaping if ours[k] != theirs[k]), None)
+    if key is not None:
+        raise LstmcastError(f"{path}: does not match {saved_path} ({key} is {ours[key]!r} in model.pt, "
+                            f"{theirs[key]!r} in config.yaml); the model.pt may come from another run: "
+                            f"{advice}")
 
 
 def read_for_run(run: Run, data_path: str | Path) -> SeriesSet:
     """Read a CSV with the columns, fill policy and frequency the run was trained with."""
     cols = run.columns
-    return read_series(data_path, id_col=cols.id_col if cols.id_in_input else None,
-                       time_col=cols.time_col, target=list(cols.targets),
-                       fill=run.config.data.fill, expected_freq=run.freq,
-                       covariates=run.config.data.covariates)
+    series = read_series(data_path, id_col=cols.id_col if cols.id_in_input else None,
+                         time_col=cols.time_col, target=list(cols.targets),
+                         fill=run.config.data.fill, expected_freq=run.freq,
+                         covariates=run.config.data.covariates)
+    check_magnitude(run.scaler.method, series.ids, series.values, data_path)
+    return series
 
 
 def check_horizon(run: Run, horizon: int | None) -> int:

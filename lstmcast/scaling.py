@@ -6,7 +6,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import LstmcastError
+
 METHODS = ("standard", "robust", "minmax", "none")
+# Largest |value| computed with safely: the scalers and the metrics work in float64 and square
+# errors (1e100 ** 2 is far from the float64 limit, 1.8e308). Unscaled values (none) go straight
+# into the float32 model, whose squared-error loss overflows past about 1e19.
+LARGEST = {"none": 1e18}
+LARGEST_SCALED = 1e100
+
+
+def check_magnitude(method: str, ids: list[str], values: list[np.ndarray], path) -> None:
+    """LstmcastError naming the first series with a value too large to scale, train and score
+    without overflow (instead of overflow warnings, then a 'diverged' error or inf metrics)."""
+    limit = LARGEST.get(method, LARGEST_SCALED)
+    flat = np.concatenate(values) if len(values) else np.zeros(0)
+    big = np.abs(flat) > limit
+    if not big.any():
+        return
+    first = int(np.argmax(big))
+    series = int(np.searchsorted(np.cumsum([len(v) for v in values]), first, side="right"))
+    how = ("use data.scaling=standard or divide the column by a power of 10" if method == "none"
+           else "divide the column by a power of 10 (and multiply the forecasts back)")
+    raise LstmcastError(f"{path}: series '{ids[series]}' has the value {flat[first]:g}, too large to compute "
+                        f"with (|value| above {limit:g} with data.scaling={method}); {how}")
 
 
 def _fit_one(method: str, values: np.ndarray) -> tuple[float, float]:

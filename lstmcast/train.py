@@ -34,8 +34,8 @@ from .model import Ensemble, Forecaster, count_parameters, forecast_windows
 from .precision import autocast_dtype, bf16_kernel, fp32_math, tf32_state
 from .precision import name as precision_name
 from .quantiles import conformal_correction, interval_scores
-from .scaling import Scaler, unscale
-from .windows import SeriesBuffer
+from .scaling import Scaler, check_magnitude, unscale
+from .windows import N_FEATURES, SeriesBuffer, available_memory, buffer_bytes, window_batch_bytes
 
 # Keys that may differ between an interrupted run and its --resume: they change how long or
 # where it trains, not what it computes.
@@ -210,6 +210,43 @@ def check_lengths(series: SeriesSet, horizon: int, path: Path) -> None:
                             f"needed to hold out a validation part; lower --horizon")
 
 
+def check_lookbacks(series: SeriesSet, config: Config, path: Path) -> None:
+    """Lookbacks the user gave (data.lookback, train.ensemble_lookbacks, train.members) longer than
+    every series: the steps past the longest series are padding in every window, for nothing but
+    time, which is most likely a typo. The default, 3 x horizon, may exceed short series (padded)."""
+    given = [config.member(k).data.lookback for k in range(1, config.train.ensemble + 1)]
+    given = [lookback for lookback in given if lookback is not None]
+    lengths = series.lengths()
+    longest = int(lengths.max())
+    if given and max(given) > longest:
+        sid = series.ids[int(lengths.argmax())]
+        where = ("--lookback" if config.data.lookback == max(given)
+                 else "the lookbacks in train.ensemble_lookbacks / train.members")
+        raise LstmcastError(f"{path}: lookback {max(given)} is longer than the longest series ('{sid}', "
+                            f"{longest} points): every window would start with at least "
+                            f"{max(given) - longest} steps of padding; lower {where} to at most {longest}")
+
+
+def check_memory(series: SeriesSet, config: Config) -> None:
+    """Refuse, before allocating, a lookback (or horizon) whose series buffer and one batch of
+    windows alone would not fit in this machine's available memory: a typo such as
+    --lookback 200000000 would otherwise fail slowly or take the machine down."""
+    available = available_memory()
+    if available is None:
+        return
+    lookback, horizon = resolve_config(config, series).input_length, config.data.horizon
+    width = N_FEATURES + len(config.data.covariates)  # calendar columns only add to this
+    batch = max(config.member(k).train.batch_size for k in range(1, config.train.ensemble + 1))
+    need = buffer_bytes(series.lengths(), lookback, width) + window_batch_bytes(batch, lookback, horizon, width)
+    if need > available:
+        gib = 1024 ** 3
+        default = all(config.member(k).data.lookback is None for k in range(1, config.train.ensemble + 1))
+        what = f"lookback {lookback} (3 x horizon {horizon})" if default else f"lookback {lookback}"
+        raise LstmcastError(f"{what} needs ~{need / gib:.3g} GiB for the series buffer and one batch of "
+                            f"windows, more than this machine's {available / gib:.3g} GiB of available "
+                            f"memory; lower {'--horizon' if default else '--lookback'}")
+
+
 def data_fingerprint(series: SeriesSet) -> str:
     digest = hashlib.sha256()
     digest.update(series.freq.encode())
@@ -367,6 +404,10 @@ def _train_locked(data_path: Path, out: Path, config: Config, resume: bool, over
     series = read_series(data_path, id_col=config.data.id_col, time_col=config.data.time_col,
                          target=config.data.target, fill=config.data.fill,
                          covariates=config.data.covariates)
+    check_magnitude(config.data.scaling, series.ids, series.values, data_path)
+    check_memory(series, config)
+    if not resume:  # a resumed run's saved config has its default lookback written out
+        check_lookbacks(series, config, data_path)
     config = resolve_config(config, series)
     check_lengths(series, config.data.horizon, data_path)
     work = rundir.prepare(out, resume, overwrite)
@@ -476,8 +517,9 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
             val_loss = validation_loss(fit.model, view, val_starts, horizon, loss_fn, autocast)
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                 raise LstmcastError(f"training diverged at epoch {epoch} (train loss {train_loss}, "
-                                    f"validation loss {val_loss}); lower train.lr or use "
-                                    f"data.scaling=standard")
+                                    f"validation loss {val_loss}); lower train.lr (now {tc.lr:g})" + (
+                                        "" if config.data.scaling == "standard" else
+                                        f" or use data.scaling=standard (now {config.data.scaling})"))
             fit.scheduler.step(val_loss)
             improved = val_loss < fit.best_val
             if improved:

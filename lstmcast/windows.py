@@ -14,12 +14,42 @@ observed 0, its future features) before the next series' padding.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 N_FEATURES = 2  # (scaled value, observed flag) per time step, before covariates and calendar
+
+
+def buffer_bytes(lengths: np.ndarray, lookback: int, width: int, tail: int = 0) -> int:
+    """Bytes of SeriesBuffer.build's float32 table: every series plus `lookback` padding rows (and
+    `tail` rows after it), `width` features per row. Known before anything is allocated."""
+    rows = int(np.sum(lengths)) + len(lengths) * (int(lookback) + int(tail))
+    return rows * int(width) * 4
+
+
+def window_batch_bytes(batch_size: int, lookback: int, horizon: int, width: int) -> int:
+    """Bytes of one gathered batch of windows (SeriesBuffer.windows): the int64 index and the
+    float32 rows it gathers, (batch, lookback + horizon[, width])."""
+    return int(batch_size) * (int(lookback) + int(horizon)) * (8 + 4 * int(width))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (MemAvailable; else all physical memory);
+    None where neither is known."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _ranges(first: np.ndarray, count: np.ndarray) -> np.ndarray:
