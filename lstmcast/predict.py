@@ -71,7 +71,7 @@ def read_for_run(run: Run, data_path: str | Path) -> SeriesSet:
     return read_series(data_path, id_col=cols.id_col if cols.id_in_input else None,
                        time_col=cols.time_col, target=list(cols.targets),
                        fill=run.config.data.fill, expected_freq=run.freq,
-                       covariates=run.config.data.covariates)
+                       covariates=run.config.data.covariates, dayfirst=run.config.data.dayfirst)
 
 
 def check_horizon(run: Run, horizon: int | None) -> int:
@@ -142,7 +142,7 @@ def forecast_frame(run: Run, series: SeriesSet, values: np.ndarray) -> pd.DataFr
     quantiles), then q_<level> for each requested level, ascending."""
     horizon = values.shape[1]
     ids = np.repeat(np.array(series.ids, dtype=object), horizon)
-    times = [t for i in range(len(series)) for t in series.future_times(i, horizon)]
+    times = series.all_future_times(horizon)
     columns = {run.columns.id_col: ids, run.columns.time_col: times,
                "forecast": point(run, values).reshape(-1)}
     for level in run.quantiles:

@@ -378,7 +378,8 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
     # Everything the user can get wrong is checked before anything is written.
     series = read_series(data_path, id_col=config.data.id_col, time_col=config.data.time_col,
                          target=config.data.target, fill=config.data.fill,
-                         covariates=config.data.covariates)
+                         covariates=config.data.covariates, freq=config.data.freq,
+                         dayfirst=config.data.dayfirst)
     config = resolve_config(config, series)
     check_lengths(series, config.data.horizon, data_path)
     work = _prepare_run_dir(out, resume, overwrite)
