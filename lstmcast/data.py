@@ -6,6 +6,7 @@ is line 1), the column and what to do. Nothing here writes files.
 
 from __future__ import annotations
 
+import csv
 import re
 import warnings
 from dataclasses import dataclass
@@ -120,14 +121,11 @@ _DELIMITERS = (",", ";", "\t", "|")
 class Table:
     """A CSV as read: `text` every cell as written (stripped); `frame` numeric columns as float64,
     the others as text with NA_TEXT cells missing. `skipped`: lines above the header (Excel's
-    `sep=`), so line numbers stay those of the file."""
+    `sep=`); the index starts there, so _line(index) stays the file's line number."""
 
     frame: pd.DataFrame
     text: pd.DataFrame
     skipped: int = 0
-
-    def line(self, index) -> int:
-        return _line(index) + self.skipped
 
 
 def _dialect(path: Path) -> tuple[str, int]:
@@ -154,7 +152,7 @@ def _typed(text: pd.DataFrame) -> pd.DataFrame:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             numbers = pd.to_numeric(present, errors="coerce")
-        if len(present) and numbers.notna().all():
+        if len(present) and numbers.notna().all() and np.isfinite(numbers.to_numpy(dtype=float)).all():
             columns[name] = pd.Series(np.nan, index=text.index).where(missing, pd.to_numeric(
                 cells.where(~missing), errors="coerce").astype(float))
         else:
@@ -171,8 +169,11 @@ def _read_table(path: Path) -> Table:
         raise LstmcastError(f"{path}: file is empty; expected a CSV with a header row")
     try:
         sep, skip = _dialect(path)
-        header = pd.read_csv(path, sep=sep, skiprows=skip, nrows=0, dtype=str, encoding="utf-8-sig")
-        names = [str(c).strip() for c in header.columns]
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            lines = iter(handle)
+            for _ in range(skip):
+                next(lines, None)
+            names = [c.strip() for c in next(csv.reader(lines, delimiter=sep), [])]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise LstmcastError(f"{path} line {skip + 1}: column name {', '.join(repr(n) for n in twice)} "
@@ -189,11 +190,14 @@ def _read_table(path: Path) -> Table:
         raise LstmcastError(f"{path}: not a text CSV file (encoding is not UTF-8)") from None
     if text.empty:
         raise LstmcastError(f"{path}: no data rows below the header")
+    if len(names) != len(text.columns):  # (a quoted header pandas splits otherwise)
+        names = [str(c).strip() for c in text.columns]
     text.columns = names
     if len(names) == 1 and sep == "," and any(d in names[0] for d in ";\t|"):
         raise LstmcastError(f"{path}: only one column ('{names[0]}'); the delimiter could not be told "
                             f"apart; write the file with commas, or put sep=; as its first line")
     text = text.apply(lambda c: c.str.strip())
+    text.index = pd.RangeIndex(skip, skip + len(text))  # so that _line(index) is the file's line
     return Table(_typed(text), text, skip)
 
 
@@ -416,12 +420,12 @@ def _long_table(path: Path, table: Table, columns: Columns, covariates: tuple[st
             ids = table.text[columns.id_col]
             missing = ids == ""
             if missing.any():
-                raise LstmcastError(f"{path} line {table.line(frame.index[missing][0])}, column "
+                raise LstmcastError(f"{path} line {_line(frame.index[missing][0])}, column "
                                     f"'{columns.id_col}': empty series id; every row needs one")
         else:
             ids = pd.Series(target, index=frame.index)
         parts.append(pd.DataFrame({"id": ids, "time": times, "value": values[target],
-                                   "line": frame.index.to_numpy() + 2 + table.skipped,
+                                   "line": frame.index.to_numpy() + 2,
                                    **{f"cov:{k}": v for k, v in shared.items()}}))
     long = pd.concat(parts, ignore_index=True)
     dup = long.duplicated(["id", "time"], keep=False)
@@ -432,6 +436,11 @@ def _long_table(path: Path, table: Table, columns: Columns, covariates: tuple[st
                             f"'{second['id']}' at {second['time']} (first at line {first['line']}); "
                             f"keep one row per series and timestamp")
     return long, zone
+
+
+def _show(time: pd.Timestamp) -> str:
+    """A timestamp as a user wrote it: the date alone at midnight."""
+    return str(time.date()) if time == time.normalize() and time.tz is None else str(time)
 
 
 def same_frequency(a: str, b: str) -> bool:
@@ -455,10 +464,9 @@ def _regular_steps(times: pd.DatetimeIndex, codes: np.ndarray, ids: list[str]) -
     steps = regular["min"].drop_duplicates()
     if len(steps) > 1:
         names = [timegrid.fixed_freq(int(s)).name for s in steps.iloc[:2]]
-        if not all(pd.Timedelta(int(s)) % pd.Timedelta(days=7) == pd.Timedelta(0) for s in steps.iloc[:2]):
-            a, b = (ids[int(c)] for c in steps.index[:2])
-            raise LstmcastError(f"mixed frequencies: series '{a}' is '{names[0]}' but series '{b}' is "
-                                f"'{names[1]}'; put series of one frequency in one file")
+        a, b = (ids[int(c)] for c in steps.index[:2])
+        raise LstmcastError(f"mixed frequencies: series '{a}' is '{names[0]}' but series '{b}' is "
+                            f"'{names[1]}'; put series of one frequency in one file")
 
 
 def resolve_frequency(path: Path, times: pd.DatetimeIndex, codes: np.ndarray, ids: list[str],
@@ -480,10 +488,11 @@ def resolve_frequency(path: Path, times: pd.DatetimeIndex, codes: np.ndarray, id
             fits, _ = timegrid.infer(times, codes, len(ids))
             seen = f"the data has frequency '{fits[0].freq}' but " if len(fits) == 1 else ""
             raise LstmcastError(f"{path}: {seen}the model was trained on '{freq}' data and series "
-                                f"'{ids[codes[k]]}' has {times[k]} off that grid; use data of the trained "
+                                f"'{ids[codes[k]]}' has {_show(times[k])} off that grid; use data of the trained "
                                 f"frequency")
-        raise LstmcastError(f"{path}: series '{ids[codes[k]]}' has {times[k]}, which is not on the "
-                            f"'{freq}' grid from its first timestamp {starts[k]}; check data.freq / --freq")
+        where = "" if times[k] == starts[k] else f" counted from its first timestamp {_show(starts[k])}"
+        raise LstmcastError(f"{path}: series '{ids[codes[k]]}' has {_show(times[k])}, which is not on the "
+                            f"'{freq}' grid{where}; check data.freq / --freq")
     if len(times) == len(ids):
         raise LstmcastError(f"{path}: every series has a single timestamp, so the frequency "
                             f"cannot be inferred; give each series at least 3 rows, or pass --freq")
@@ -560,7 +569,7 @@ def _regularise(path: Path, table: pd.DataFrame, codes: np.ndarray, ids: list[st
         k = int(np.flatnonzero(missing)[0])
         at = timegrid.shift(freq, series_starts[[member[k]]], [k - offsets[member[k]]])[0]
         raise LstmcastError(f"{path}: {gaps} missing timestamps and {empties} empty values "
-                            f"(first: series '{ids[member[k]]}' at {at}); choose a policy with "
+                            f"(first: series '{ids[member[k]]}' at {_show(at)}); choose a policy with "
                             f"--set data.fill=ffill|interpolate|zero")
     first, last = offsets[member], (offsets + lengths - 1)[member]
     filled = _fill_flat(flat, first, last, fill) if missing.any() else flat
@@ -621,7 +630,7 @@ def read_future(path: str | Path, series: SeriesSet, names: tuple[str, ...], ste
     dup = table.duplicated(["id", "time"], keep="first")
     if dup.any():
         row = int(table["row"][dup].iloc[0])
-        raise LstmcastError(f"{path} line {_line(row)}: duplicate row for series '{table['id'][row]}' at "
+        raise LstmcastError(f"{path} line {_line(frame.index[row])}: duplicate row for series '{table['id'][row]}' at "
                             f"{times.iloc[row]}; keep one row per series and timestamp")
     need_ids = np.repeat(np.array(series.ids if cols.id_in_input else [""] * len(series), dtype=object), steps)
     need_times = series.all_future_times(steps)
