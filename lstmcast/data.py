@@ -119,12 +119,11 @@ _DELIMITERS = (",", ";", "\t", "|")
 
 @dataclass
 class Table:
-    """A CSV as read: `text` every cell as written (stripped); `frame` numeric columns as float64,
-    the others as text with NA_TEXT cells missing. `skipped`: lines above the header (Excel's
-    `sep=`); the index starts there, so _line(index) stays the file's line number."""
+    """A CSV as read: numbers as numbers, the `text` columns (ids) as written, every other cell
+    in NA_TEXT missing. `skipped`: lines above the header (Excel's `sep=`); the index starts
+    there, so _line(index) stays the file's line number."""
 
     frame: pd.DataFrame
-    text: pd.DataFrame
     skipped: int = 0
 
 
@@ -133,34 +132,15 @@ def _dialect(path: Path) -> tuple[str, int]:
     frequent delimiter among , ; tab |."""
     with open(path, encoding="utf-8-sig", newline="") as handle:
         first = handle.readline()
-        header = first
-        skip = 0
-        if first.strip().lower().startswith("sep=") and len(first.strip()) == 5:
-            return first.strip()[4], 1
-    counts = {d: header.count(d) for d in _DELIMITERS}
+    if first.strip().lower().startswith("sep=") and len(first.strip()) == 5:
+        return first.strip()[4], 1
+    counts = {d: first.count(d) for d in _DELIMITERS}
     best = max(counts, key=lambda d: counts[d])
-    return (best if counts[best] else ","), skip
+    return (best if counts[best] else ","), 0
 
 
-def _typed(text: pd.DataFrame) -> pd.DataFrame:
-    """Columns whose every non-empty cell is a number -> float64; others text with NA missing."""
-    columns = {}
-    for name in text.columns:
-        cells = text[name]
-        missing = cells.isin(NA_TEXT)
-        present = cells[~missing]
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            numbers = pd.to_numeric(present, errors="coerce")
-        if len(present) and numbers.notna().all() and np.isfinite(numbers.to_numpy(dtype=float)).all():
-            columns[name] = pd.Series(np.nan, index=text.index).where(missing, pd.to_numeric(
-                cells.where(~missing), errors="coerce").astype(float))
-        else:
-            columns[name] = cells.where(~missing)
-    return pd.DataFrame(columns, index=text.index)
-
-
-def _read_table(path: Path) -> Table:
+def _read_table(path: Path, text: tuple[str, ...] = ()) -> Table:
+    """Read a CSV; the columns named in `text` (the id column) are kept as text, byte for byte."""
     if not path.exists():
         raise LstmcastError(f"{path}: file not found")
     if not path.is_file():
@@ -178,31 +158,34 @@ def _read_table(path: Path) -> Table:
         if twice:
             raise LstmcastError(f"{path} line {skip + 1}: column name {', '.join(repr(n) for n in twice)} "
                                 f"appears more than once; give every column its own name")
-        with warnings.catch_warnings():
+        as_text = [n for n in names if n in text]
+        with warnings.catch_warnings(), np.errstate(all="ignore"):  # DtypeWarning, overflow
             warnings.simplefilter("ignore")
-            text = pd.read_csv(path, sep=sep, skiprows=skip, dtype=str, keep_default_na=False,
-                               na_filter=False, skipinitialspace=True, encoding="utf-8-sig")
+            frame = pd.read_csv(path, sep=sep, skiprows=skip + 1, header=None, names=names,
+                                dtype={n: str for n in as_text}, keep_default_na=False,
+                                na_values={n: sorted(NA_TEXT) for n in names if n not in as_text},
+                                skipinitialspace=True, encoding="utf-8-sig", low_memory=False,
+                                index_col=False)
     except pd.errors.EmptyDataError:
         raise LstmcastError(f"{path}: file is empty; expected a CSV with a header row") from None
     except pd.errors.ParserError as exc:
         raise LstmcastError(f"{path}: not a readable CSV ({str(exc).strip()})") from None
     except UnicodeDecodeError:
         raise LstmcastError(f"{path}: not a text CSV file (encoding is not UTF-8)") from None
-    if text.empty:
+    if not names:
+        raise LstmcastError(f"{path}: file is empty; expected a CSV with a header row")
+    if frame.empty:
         raise LstmcastError(f"{path}: no data rows below the header")
-    if len(names) != len(text.columns):  # (a quoted header pandas splits otherwise)
-        names = [str(c).strip() for c in text.columns]
-    text.columns = names
-    if len(names) == 1 and sep == "," and any(d in names[0] for d in ";\t|"):
-        raise LstmcastError(f"{path}: only one column ('{names[0]}'); the delimiter could not be told "
-                            f"apart; write the file with commas, or put sep=; as its first line")
-    text = text.apply(lambda c: c.str.strip())
-    text.index = pd.RangeIndex(skip, skip + len(text))  # so that _line(index) is the file's line
-    return Table(_typed(text), text, skip)
+    frame.index = pd.RangeIndex(skip, skip + len(frame))  # so that _line(index) is the file's line
+    for name in frame.columns:  # text columns: surrounding blanks removed (per distinct value)
+        if name in as_text or frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name]):
+            codes, uniques = pd.factorize(frame[name], use_na_sentinel=True)
+            stripped = pd.Index(uniques.astype(str)).str.strip()
+            if not stripped.equals(pd.Index(uniques.astype(str))):
+                frame[name] = pd.Series(np.asarray(stripped, dtype=object)[codes], index=frame.index).where(codes >= 0)
+    return Table(frame, skip)
 
 
-def _read_frame(path: Path) -> pd.DataFrame:
-    return _read_table(path).frame
 
 
 def _require(path: Path, frame: pd.DataFrame, name: str, option: str | None) -> None:
@@ -317,15 +300,20 @@ def _parse_times(path: Path, frame: pd.DataFrame, time_col: str, dayfirst: bool 
     """(timestamps, zone): naive, or all with a UTC offset. One offset: kept (a fixed zone; zone
     None). Several (daylight saving time): converted to UTC; zone is the offset of the latest
     timestamp, the one forecasts are written with."""
-    raw = frame[time_col]
-    empty = raw.isna() | (raw.astype(str).str.strip() == "")
-    if empty.any():
-        raise LstmcastError(f"{path} line {_line(raw.index[empty][0])}, column '{time_col}': "
+    column = frame[time_col]
+    codes, uniques = pd.factorize(column)  # parse each distinct timestamp text once
+    if (codes < 0).any():
+        raise LstmcastError(f"{path} line {_line(column.index[codes < 0][0])}, column '{time_col}': "
                             f"empty timestamp; every row needs one")
-    if pd.api.types.is_numeric_dtype(raw):
+    if pd.api.types.is_numeric_dtype(column):
         raise LstmcastError(f"{path}, column '{time_col}': holds numbers, not timestamps; write dates "
                             f"such as 2024-01-31 (a year 2024 as 2024-01-01), or pass --time-col")
+    first = np.unique(codes, return_index=True)[1]   # row of each distinct text's first use
+    raw = pd.Series(np.asarray(uniques, dtype=object), index=column.index[first])
     text = raw.astype(str).str.strip()
+    if (text == "").any():
+        raise LstmcastError(f"{path} line {_line(text.index[text == ''][0])}, column '{time_col}': "
+                            f"empty timestamp; every row needs one")
     aware = text.str.extract(_OFFSET)[0].notna()
     if aware.any() and not aware.all():
         naive_row, aware_row = raw.index[~aware.to_numpy()][0], raw.index[aware.to_numpy()][0]
@@ -351,21 +339,28 @@ def _parse_times(path: Path, frame: pd.DataFrame, time_col: str, dayfirst: bool 
         raise LstmcastError(f"{path} line {_line(row)}, column '{time_col}': cannot parse "
                             f"{str(raw[row])!r} as a timestamp; use e.g. 2024-01-31 or 2024-01-31 13:00")
     try:
-        times = pd.Series(pd.DatetimeIndex(times).as_unit("ns"), index=raw.index)
+        distinct = pd.DatetimeIndex(times).as_unit("ns")
     except (ValueError, OverflowError):
         raise LstmcastError(f"{path}, column '{time_col}': timestamps outside the years 1678..2261; "
                             f"check the dates") from None
     zone = None
     if several:
-        zone = pd.Timestamp(f"2000-01-01T00:00{offsets[times.idxmax()]}".replace("Z", "+00:00")).tz
-    return times, zone
+        latest = offsets.iloc[int(np.argmax(distinct.asi8))]
+        zone = pd.Timestamp(f"2000-01-01T00:00{latest}".replace("Z", "+00:00")).tz
+    return pd.Series(distinct[codes], index=column.index), zone
 
 
 def _parse_values(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
     raw = frame[column]
-    values = raw if pd.api.types.is_numeric_dtype(raw) else pd.to_numeric(raw, errors="coerce")
-    text = raw.astype(str).str.strip()
-    bad = (values.isna() & raw.notna() & (text != "")) | np.isinf(values.astype(float))
+    if pd.api.types.is_bool_dtype(raw):
+        raise LstmcastError(f"{path}, column '{column}': holds true/false values, not numbers")
+    if pd.api.types.is_numeric_dtype(raw):
+        values = raw
+        bad = np.isinf(values.to_numpy(dtype=float))
+    else:
+        values = pd.to_numeric(raw, errors="coerce")
+        bad = (values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")).to_numpy() \
+            | np.isinf(values.to_numpy(dtype=float))
     if bad.any():
         row = raw.index[bad][0]
         raise LstmcastError(f"{path} line {_line(row)}, column '{column}': {str(raw[row])!r} is not "
@@ -417,7 +412,7 @@ def _long_table(path: Path, table: Table, columns: Columns, covariates: tuple[st
     parts = []
     for target in columns.targets:  # (a loop over target columns, not rows)
         if columns.id_in_input:
-            ids = table.text[columns.id_col]
+            ids = frame[columns.id_col].fillna("")
             missing = ids == ""
             if missing.any():
                 raise LstmcastError(f"{path} line {_line(frame.index[missing][0])}, column "
@@ -599,7 +594,7 @@ def read_series(path: str | Path, *, id_col: str | None = None, time_col: str | 
     `dayfirst`: how to read 01/02/2021 (data.dayfirst); None: from the data, error if ambiguous.
     """
     path = Path(path)
-    table = _read_table(path)
+    table = _read_table(path, (id_col or DEFAULT_ID,))
     frame = table.frame
     names = tuple(covariates or ())
     trained = expected_freq is not None
@@ -617,13 +612,13 @@ def read_future(path: str | Path, series: SeriesSet, names: tuple[str, ...], ste
     """(n_series, steps, len(names)) future covariates from a --future CSV: a row per series
     (id column, unless the run's file was wide: then rows are shared) and forecast timestamp."""
     path = Path(path)
-    table = _read_table(path)
-    frame = table.frame
     cols = series.columns
+    table = _read_table(path, (cols.id_col,) if cols.id_in_input else ())
+    frame = table.frame
     for name in ([cols.id_col] if cols.id_in_input else []) + [cols.time_col, *names]:
         _require(path, frame, name, None)
     times, _ = _parse_times(path, frame, cols.time_col)
-    ids = table.text[cols.id_col] if cols.id_in_input else pd.Series("", index=frame.index)
+    ids = frame[cols.id_col].fillna("") if cols.id_in_input else pd.Series("", index=frame.index)
     # Instants on both sides of the merge: UTC nanoseconds (naive times as written).
     table = pd.DataFrame({"id": ids.to_numpy(), "time": _instants(pd.DatetimeIndex(times)),
                           "row": np.arange(len(frame))})

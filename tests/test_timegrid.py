@@ -294,4 +294,4 @@ def test_mixed_type_column_and_huge_numbers_no_warnings(tmp_path):
     rows[-1] = "x1,2021-01-01,1e400\n"
     path = write(tmp_path, "unique_id,ds,y\n" + "".join(rows))
     result = cli("train", path, "--out", tmp_path / "run", *FAST)
-    error_line(result, str(path), "line 201", "'1e400'", "not a finite number")
+    error_line(result, str(path), "line 201", "column 'y'", "not a finite number")
