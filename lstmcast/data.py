@@ -347,7 +347,21 @@ def _parse_times(path: Path, frame: pd.DataFrame, time_col: str, dayfirst: bool 
     if several:
         latest = offsets.iloc[int(np.argmax(distinct.asi8))]
         zone = pd.Timestamp(f"2000-01-01T00:00{latest}".replace("Z", "+00:00")).tz
+        wall = distinct + pd.to_timedelta(_offset_seconds(offsets).to_numpy(), unit="s")
+        if len(np.unique(wall.tz_localize(None).asi8 % timegrid.DAY_NS)) == 1:
+            # Daily or coarser data at one local time of day (midnight +01:00 / +02:00): the grid
+            # is the wall clock's, held in the latest offset (so forecasts show local dates).
+            distinct = wall.tz_localize(None).tz_localize(zone)
+            zone = None
     return pd.Series(distinct[codes], index=column.index), zone
+
+
+def _offset_seconds(offsets: pd.Series) -> pd.Series:
+    """'+02:00', '-0530', '+01', 'Z' -> seconds east of UTC."""
+    parts = offsets.str.replace("Z", "+00:00").str.extract(r"([+-])(\d{2}):?(\d{2})?")
+    sign = np.where(parts[0] == "-", -1, 1)
+    return pd.Series(sign * (parts[1].astype(int) * 3600 + parts[2].fillna("0").astype(int) * 60),
+                     index=offsets.index)
 
 
 def _parse_values(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:

@@ -295,3 +295,12 @@ def test_mixed_type_column_and_huge_numbers_no_warnings(tmp_path):
     path = write(tmp_path, "unique_id,ds,y\n" + "".join(rows))
     result = cli("train", path, "--out", tmp_path / "run", *FAST)
     error_line(result, str(path), "line 201", "column 'y'", "not a finite number")
+
+
+def test_daily_data_at_local_midnight_across_dst(tmp_path):
+    days = pd.date_range("2021-03-20", periods=14, freq="D", tz="Europe/Berlin")  # +01:00, then +02:00
+    path = write(tmp_path, single([t.isoformat() for t in days]))
+    series = read_series(path)
+    assert series.freq == "D" and series.lengths().tolist() == [14]
+    assert [str(t) for t in series.future_times(0, 2)] == ["2021-04-03 00:00:00+02:00",
+                                                           "2021-04-04 00:00:00+02:00"]
