@@ -58,6 +58,7 @@ class SeriesSet:
     covariates: list[np.ndarray] | None = None
     covariate_names: tuple[str, ...] = ()
     zone: object = None
+    dayfirst: bool | None = None   # how 01/02/2021-style dates were read (None: not written so)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -96,14 +97,14 @@ class SeriesSet:
                       [c[: len(c) - drop_last] for c in self.covariates])
         return SeriesSet(self.columns, self.freq, list(self.ids), list(self.starts),
                          [v[: len(v) - drop_last] for v in self.values], covariates, self.covariate_names,
-                         self.zone)
+                         self.zone, self.dayfirst)
 
     def subset(self, index: list[int]) -> SeriesSet:
         """Series `index` only, in that order."""
         covariates = None if self.covariates is None else [self.covariates[i] for i in index]
         return SeriesSet(self.columns, self.freq, [self.ids[i] for i in index],
                          [self.starts[i] for i in index], [self.values[i] for i in index],
-                         covariates, self.covariate_names, self.zone)
+                         covariates, self.covariate_names, self.zone, self.dayfirst)
 
 
 def _line(index: int) -> int:
@@ -268,13 +269,14 @@ _DMY = re.compile(r"^(\d{1,2})([/.-])(\d{1,2})\2(\d{4}|\d{2})(?=$|[ T])(.*)$")
 _OFFSET = re.compile(r"\d:\d{2}(?::\d{2}(?:\.\d*)?)?\s*(Z|[+-]\d{2}(?::?\d{2})?)$")
 
 
-def _reorder_dmy(path: Path, raw: pd.Series, time_col: str, dayfirst: bool | None) -> pd.Series | None:
-    """Day/month/year-style text (01/02/2021, 1.2.21 13:00) as ISO text in the right order, or
-    None when the column is not written that way. Never guesses: when both orders read every
+def _reorder_dmy(path: Path, raw: pd.Series, time_col: str, dayfirst: bool | None
+                 ) -> tuple[pd.Series | None, bool | None]:
+    """(ISO text, dayfirst) for day/month/year-style text (01/02/2021, 1.2.21 13:00) in the right
+    order; (None, None) when the column is not written that way. Never guesses: when both orders read every
     row and no number above 12 tells them apart, `data.dayfirst` must say."""
     parts = raw.str.extract(_DMY)
     if parts[0].isna().any():
-        return None
+        return None, None
     a, b = parts[0].astype(int), parts[2].astype(int)
     if dayfirst is None:
         if (a > 12).any() and not (b > 12).any():
@@ -292,14 +294,15 @@ def _reorder_dmy(path: Path, raw: pd.Series, time_col: str, dayfirst: bool | Non
     year = parts[3].astype(int)
     year = year.where(parts[3].str.len() == 4, np.where(year < 69, 2000 + year, 1900 + year))
     return (year.astype(str).str.zfill(4) + "-" + month.astype(str).str.zfill(2) + "-"
-            + day.astype(str).str.zfill(2) + parts[4])
+            + day.astype(str).str.zfill(2) + parts[4]), dayfirst
 
 
 def _parse_times(path: Path, frame: pd.DataFrame, time_col: str, dayfirst: bool | None = None
-                 ) -> tuple[pd.Series, object]:
-    """(timestamps, zone): naive, or all with a UTC offset. One offset: kept (a fixed zone; zone
-    None). Several (daylight saving time): converted to UTC; zone is the offset of the latest
-    timestamp, the one forecasts are written with."""
+                 ) -> tuple[pd.Series, object, bool | None]:
+    """(timestamps, zone, dayfirst as decided for d/m/y text, else None). Timestamps are naive,
+    or all carry a UTC offset. One offset: kept (a fixed zone; zone None). Several (daylight saving
+    time): converted to UTC and zone is the offset of the latest timestamp, the one forecasts are
+    written with; daily or coarser data at one local time of day stays on the local calendar."""
     column = frame[time_col]
     codes, uniques = pd.factorize(column)  # parse each distinct timestamp text once
     if (codes < 0).any():
@@ -320,7 +323,7 @@ def _parse_times(path: Path, frame: pd.DataFrame, time_col: str, dayfirst: bool 
         raise LstmcastError(f"{path} line {_line(naive_row)}, column '{time_col}': {text[naive_row]!r} has no "
                             f"UTC offset but line {_line(aware_row)} has ({text[aware_row]!r}); write every "
                             f"timestamp with its offset, or none")
-    ordered = _reorder_dmy(path, text, time_col, dayfirst)
+    ordered, dayfirst = _reorder_dmy(path, text, time_col, dayfirst)
     source = ordered if ordered is not None else text
     offsets = source.str.extract(_OFFSET)[0] if aware.all() else None
     several = offsets is not None and offsets.nunique() > 1
@@ -353,7 +356,7 @@ def _parse_times(path: Path, frame: pd.DataFrame, time_col: str, dayfirst: bool 
             # is the wall clock's, held in the latest offset (so forecasts show local dates).
             distinct = wall.tz_localize(None).tz_localize(zone)
             zone = None
-    return pd.Series(distinct[codes], index=column.index), zone
+    return pd.Series(distinct[codes], index=column.index), zone, dayfirst
 
 
 def _offset_seconds(offsets: pd.Series) -> pd.Series:
@@ -413,10 +416,11 @@ def check_covariates(path: Path, frame: pd.DataFrame, columns: Columns, names: t
 
 
 def _long_table(path: Path, table: Table, columns: Columns, covariates: tuple[str, ...] = (),
-                dayfirst: bool | None = None) -> tuple[pd.DataFrame, object]:
-    """((id, time, value, line, covariates...) rows, one per observation, in file order; zone)."""
+                dayfirst: bool | None = None) -> tuple[pd.DataFrame, object, bool | None]:
+    """((id, time, value, line, covariates...) rows, one per observation, in file order; zone;
+    dayfirst as decided)."""
     frame = table.frame
-    times, zone = _parse_times(path, frame, columns.time_col, dayfirst)
+    times, zone, dayfirst = _parse_times(path, frame, columns.time_col, dayfirst)
     shared = {name: _parse_covariate(path, frame, name) for name in covariates}
     values = {target: _parse_values(path, frame, target) for target in columns.targets}
     empty = [t for t, v in values.items() if v.isna().all()]
@@ -444,7 +448,7 @@ def _long_table(path: Path, table: Table, columns: Columns, covariates: tuple[st
         raise LstmcastError(f"{path} line {second['line']}: duplicate row for series "
                             f"'{second['id']}' at {second['time']} (first at line {first['line']}); "
                             f"keep one row per series and timestamp")
-    return long, zone
+    return long, zone, dayfirst
 
 
 def _show(time: pd.Timestamp) -> str:
@@ -615,11 +619,12 @@ def read_series(path: str | Path, *, id_col: str | None = None, time_col: str | 
     columns = resolve_columns(path, frame, id_col, time_col, list(target) if target else None,
                               trained=trained, covariates=names)
     check_covariates(path, frame, columns, names, trained)
-    long, zone = _long_table(path, table, columns, names, dayfirst)
+    long, zone, dayfirst = _long_table(path, table, columns, names, dayfirst)
     long, codes, ids = _sorted(long)
     grid = resolve_frequency(path, pd.DatetimeIndex(long["time"]), codes, ids, freq, expected_freq)
     starts, values, extra = _regularise(path, long, codes, ids, grid, fill, names)
-    return SeriesSet(columns, grid.name, ids, starts, values, extra if names else None, names, zone)
+    return SeriesSet(columns, grid.name, ids, starts, values, extra if names else None, names, zone,
+                     dayfirst)
 
 
 def read_future(path: str | Path, series: SeriesSet, names: tuple[str, ...], steps: int) -> np.ndarray:
@@ -631,7 +636,7 @@ def read_future(path: str | Path, series: SeriesSet, names: tuple[str, ...], ste
     frame = table.frame
     for name in ([cols.id_col] if cols.id_in_input else []) + [cols.time_col, *names]:
         _require(path, frame, name, None)
-    times, _ = _parse_times(path, frame, cols.time_col)
+    times, _, _ = _parse_times(path, frame, cols.time_col, series.dayfirst)
     ids = frame[cols.id_col].fillna("") if cols.id_in_input else pd.Series("", index=frame.index)
     # Instants on both sides of the merge: UTC nanoseconds (naive times as written).
     table = pd.DataFrame({"id": ids.to_numpy(), "time": _instants(pd.DatetimeIndex(times)),

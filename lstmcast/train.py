@@ -188,11 +188,13 @@ def validated(lengths: np.ndarray, horizon: int) -> np.ndarray:
 
 
 def resolve_config(config: Config, series: SeriesSet) -> Config:
-    """Record what was detected (columns, lookback) so the saved config is fully explicit."""
+    """Record what was detected (columns, lookback, frequency, day/month order) so the saved
+    config is fully explicit and predict reads new data the same way."""
     cols = series.columns
     data = dataclasses.replace(config.data, id_col=cols.id_col if cols.id_in_input else None,
                                time_col=cols.time_col, target=list(cols.targets),
-                               lookback=config.data.resolved_lookback)
+                               lookback=config.data.resolved_lookback, freq=series.freq,
+                               dayfirst=config.data.dayfirst if series.dayfirst is None else series.dayfirst)
     return dataclasses.replace(config, data=data)
 
 

@@ -304,3 +304,15 @@ def test_daily_data_at_local_midnight_across_dst(tmp_path):
     assert series.freq == "D" and series.lengths().tolist() == [14]
     assert [str(t) for t in series.future_times(0, 2)] == ["2021-04-03 00:00:00+02:00",
                                                            "2021-04-04 00:00:00+02:00"]
+
+
+def test_day_month_order_learnt_at_train_is_used_at_predict(tmp_path):
+    days = _grid("2021-01-20", "D", 12)  # 20/01/2021 .. 31/01/2021: day first
+    data = write(tmp_path, single([t.strftime("%d/%m/%Y") for t in days]))
+    run = tmp_path / "run"
+    assert cli("train", data, "--out", run, *FAST).exit_code == 0
+    later = write(tmp_path, single([f"{d:02d}/02/2021" for d in range(1, 11)]), name="later.csv")  # ambiguous alone
+    out = tmp_path / "forecast.csv"
+    result = cli("predict", later, "--model", run, "--out", out, "-q")
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(out)["ds"].tolist() == ["2021-02-11", "2021-02-12"]
