@@ -139,10 +139,6 @@ def _wall(times) -> pd.DatetimeIndex:
     return times.as_unit("ns")
 
 
-def _ns(times: pd.DatetimeIndex) -> np.ndarray:
-    return _wall(times).asi8
-
-
 def _month_index(wall: pd.DatetimeIndex) -> np.ndarray:
     return wall.year.to_numpy(np.int64) * 12 + wall.month.to_numpy(np.int64) - 1
 
