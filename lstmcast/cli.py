@@ -192,7 +192,7 @@ def _build_config(config_file: Path | None, sets: List[str] | None, base: Config
                   **options) -> Config:
     """YAML file, then the named options, then --set: later wins."""
     names = {"id_col": "data.id_col", "time_col": "data.time_col", "target": "data.target",
-             "horizon": "data.horizon", "lookback": "data.lookback", "device": "train.device",
+             "horizon": "data.horizon", "freq": "data.freq", "lookback": "data.lookback", "device": "train.device",
              "seed": "train.seed", "quantiles": "model.quantiles",
              "past_covariates": "data.past_covariates", "future_covariates": "data.future_covariates"}
     overrides = {names[k]: v for k, v in options.items() if v is not None}
@@ -224,6 +224,9 @@ def train(
     time_col: str | None = typer.Option(None, "--time-col", help="Timestamp column (default ds, or detected)."),
     target: str | None = typer.Option(None, "--target", help="Value column, or a comma list for a wide file."),
     horizon: int | None = typer.Option(None, "--horizon", help="Steps to forecast."),
+    freq: str | None = typer.Option(None, "--freq",
+                                    help="Frequency of the data, e.g. D, B, W-WED, MS, MS@15, QE-DEC, h "
+                                         "(data.freq; default: inferred, an error if ambiguous)."),
     lookback: int | None = typer.Option(None, "--lookback", help="Input window length (default 3 x horizon)."),
     quantiles: str | None = typer.Option(None, "--quantiles",
                                          help="Quantile levels to forecast, e.g. 0.1,0.5,0.9 (model.quantiles)."),
@@ -246,7 +249,7 @@ def train(
         base = _saved_config(out) if resume else None
         targets = [t.strip() for t in target.split(",") if t.strip()] if target else None
         cfg = _build_config(config, set_, base, id_col=id_col, time_col=time_col, target=targets,
-                            horizon=horizon, lookback=lookback, device=device, seed=seed,
+                            horizon=horizon, freq=freq, lookback=lookback, device=device, seed=seed,
                             quantiles=quantiles, past_covariates=past_covariates,
                             future_covariates=future_covariates)
         try:

@@ -38,6 +38,8 @@ class DataConfig:
     horizon: int = _key(12, minimum=1)
     lookback: int | None = _key(None, minimum=1, nullable=True, kind=int)
     fill: str = _key("error", choices=("error", "ffill", "interpolate", "zero"))
+    freq: str | None = _key(None, nullable=True, kind=str)
+    dayfirst: bool | None = _key(None, nullable=True, kind=bool)
     scaling: str = _key("standard", choices=("standard", "robust", "minmax", "none"))
     past_covariates: list | None = _key(None, nullable=True, kind=list, unique=True)
     future_covariates: list | None = _key(None, nullable=True, kind=list, unique=True)

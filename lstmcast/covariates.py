@@ -12,42 +12,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pandas.tseries.frequencies import to_offset
 
+from . import timegrid
 from .config import Config
 from .data import SeriesSet
 
-# (name, period): the feature is 2 pi x / period as a sin/cos pair, x counted from 0.
-_HOUR, _MINUTE, _WEEKDAY = ("hour", 24.0), ("minute", 60.0), ("dayofweek", 7.0)
-_DAYOFYEAR, _WEEK = ("dayofyear", 366.0), ("week", 53.0)
-_MONTH, _QUARTER = ("month", 12.0), ("quarter", 4.0)
-
 
 def calendar_parts(freq: str) -> list[tuple[str, float]]:
-    """The calendar features of a frequency, before sin/cos: sub-daily: hour of day (+ minute of
-    hour when sub-hourly), day of week; daily / business daily: day of week, day of year; weekly:
-    week of year; monthly: month; quarterly: quarter; yearly and anything else: none."""
-    offset = to_offset(freq)
-    name = offset.rule_code.split("-")[0]
-    if name in ("MS", "ME", "M", "BMS", "BME", "SMS", "SME"):
-        return [_MONTH]
-    if name.startswith("Q") or name.startswith("BQ"):
-        return [_QUARTER]
-    if name.startswith("W"):
-        return [_WEEK]
-    if name in ("B", "C"):
-        return [_WEEKDAY, _DAYOFYEAR]
-    try:
-        period = pd.Timedelta(offset)
-    except (ValueError, TypeError):
-        return []
-    if period < pd.Timedelta(hours=1):
-        return [_HOUR, _MINUTE, _WEEKDAY]
-    if period < pd.Timedelta(days=1):
-        return [_HOUR, _WEEKDAY]
-    if period == pd.Timedelta(days=1):
-        return [_WEEKDAY, _DAYOFYEAR]
-    return []
+    """The calendar features of a frequency, before sin/cos (timegrid.FAMILIES): sub-daily: hour
+    of day (+ minute of hour when sub-hourly), day of week; daily / business daily: day of week,
+    day of year; weekly: week of year; monthly: month; quarterly: quarter; yearly: none."""
+    return timegrid.calendar_parts(freq)
 
 
 def calendar_names(freq: str, mode: str = "auto") -> tuple[str, ...]:
@@ -155,19 +130,12 @@ class FeatureSpec:
         `after` ones past its end, computed once over the grid spanning every series."""
         if not self.calendar_names:
             return [np.zeros((len(v) + after, 0)) for v in series.values]
-        ends = [series.last_time(i) for i in range(len(series))]
-        grid = pd.date_range(min(series.starts), max(ends), freq=self.freq)
-        grid = grid.append(pd.date_range(grid[-1], periods=after + 1, freq=self.freq)[1:])
-        table = calendar_features(grid, self.freq, self.calendar)
-        first = grid.searchsorted(pd.DatetimeIndex(series.starts))
-        out = []
-        for i, (start, values) in enumerate(zip(series.starts, series.values)):
-            k, n = first[i], len(values) + after
-            if k < len(grid) and grid[k] == start:
-                out.append(table[k: k + n])
-            else:  # a series off the common grid (a multi-step frequency with another phase)
-                out.append(calendar_features(pd.date_range(start, periods=n, freq=self.freq), self.freq))
-        return out
+        lengths = series.lengths() + after
+        times = timegrid.series_times(series.grid, pd.DatetimeIndex(series.starts), lengths)
+        if series.zone is not None:  # calendar on the wall clock forecasts are written with
+            times = times.tz_convert(series.zone)
+        table = calendar_features(times, self.freq, self.calendar)
+        return np.split(table, np.cumsum(lengths)[:-1])
 
     def extra(self, series: SeriesSet) -> list[np.ndarray] | None:
         """Per series (length, n_extra): scaled covariates, then calendar; None without any."""

@@ -8,34 +8,9 @@ per-series values before the forecast origin.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-from pandas.tseries.frequencies import to_offset
 
 from .config import quantile_pairs
-
-
-def season_length(freq: str) -> int:
-    """The usual seasonal period for a pandas frequency (1 when there is none)."""
-    offset = to_offset(freq)
-    name = offset.rule_code.split("-")[0]
-    if name in ("MS", "ME", "M", "BMS", "BME", "SMS", "SME"):
-        return 12 // offset.n if 12 % offset.n == 0 else 1
-    if name.startswith("Q") or name.startswith("BQ"):
-        return 4
-    if name.startswith("W"):
-        return 52
-    if name in ("B", "C"):
-        return 5
-    try:
-        period = pd.Timedelta(offset)
-    except (ValueError, TypeError):
-        return 1
-    day = pd.Timedelta(days=1)
-    if period < day and day % period == pd.Timedelta(0):
-        return int(day / period)        # hourly -> 24, half-hourly -> 48
-    if period == day:
-        return 7
-    return 1
+from .timegrid import season_length  # noqa: F401  (re-exported: the one table lives in timegrid)
 
 
 def naive(histories: list[np.ndarray], horizon: int) -> np.ndarray:

@@ -198,9 +198,10 @@ def plot_forecasts(data_path: str | Path, run_dir: str | Path, out_path: str | P
     rows, cols = _grid(len(series))
     figure = Figure(figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * rows), dpi=DPI, layout="constrained")
     handles: dict[str, object] = {}
+    pasts = np.split(series.times(), np.cumsum(series.lengths())[:-1])
     for k, sid in enumerate(series.ids):
         ax = figure.add_subplot(rows, cols, k + 1)
-        past = pd.date_range(series.starts[k], periods=len(series.values[k]), freq=series.freq)
+        past = pasts[k]
         ahead = frame[frame[id_col] == sid]
         handles.update(_draw_series(ax, past, series.values[k], ahead, time_col, bands, history))
         ax.set_title(str(sid), fontsize=10)

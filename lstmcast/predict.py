@@ -110,7 +110,7 @@ def read_for_run(run: Run, data_path: str | Path) -> SeriesSet:
     series = read_series(data_path, id_col=cols.id_col if cols.id_in_input else None,
                          time_col=cols.time_col, target=list(cols.targets),
                          fill=run.config.data.fill, expected_freq=run.freq,
-                         covariates=run.config.data.covariates)
+                         covariates=run.config.data.covariates, dayfirst=run.config.data.dayfirst)
     check_magnitude(run.scaler.method, series.ids, series.values, data_path)
     return series
 
@@ -183,7 +183,7 @@ def forecast_frame(run: Run, series: SeriesSet, values: np.ndarray) -> pd.DataFr
     quantiles), then q_<level> for each requested level, ascending."""
     horizon = values.shape[1]
     ids = np.repeat(np.array(series.ids, dtype=object), horizon)
-    times = [t for i in range(len(series)) for t in series.future_times(i, horizon)]
+    times = series.all_future_times(horizon)
     columns = {run.columns.id_col: ids, run.columns.time_col: times,
                "forecast": point(run, values).reshape(-1)}
     for level in run.quantiles:

@@ -188,11 +188,13 @@ def validated(lengths: np.ndarray, horizon: int) -> np.ndarray:
 
 
 def resolve_config(config: Config, series: SeriesSet) -> Config:
-    """Record what was detected (columns, lookback) so the saved config is fully explicit."""
+    """Record what was detected (columns, lookback, frequency, day/month order) so the saved
+    config is fully explicit and predict reads new data the same way."""
     cols = series.columns
     data = dataclasses.replace(config.data, id_col=cols.id_col if cols.id_in_input else None,
                                time_col=cols.time_col, target=list(cols.targets),
-                               lookback=config.data.resolved_lookback)
+                               lookback=config.data.resolved_lookback, freq=series.freq,
+                               dayfirst=config.data.dayfirst if series.dayfirst is None else series.dayfirst)
     return dataclasses.replace(config, data=data)
 
 
@@ -403,7 +405,8 @@ def _train_locked(data_path: Path, out: Path, config: Config, resume: bool, over
     # Everything the user can get wrong is checked before anything is written.
     series = read_series(data_path, id_col=config.data.id_col, time_col=config.data.time_col,
                          target=config.data.target, fill=config.data.fill,
-                         covariates=config.data.covariates)
+                         covariates=config.data.covariates, freq=config.data.freq,
+                         dayfirst=config.data.dayfirst)
     check_magnitude(config.data.scaling, series.ids, series.values, data_path)
     check_memory(series, config)
     if not resume:  # a resumed run's saved config has its default lookback written out

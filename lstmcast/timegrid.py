@@ -1,0 +1,375 @@
+"""Time grids: frequencies stated or inferred (never guessed), positions on a grid, future
+timestamps, season lengths and calendar features; vectorised over all series at once.
+
+A frequency is a `Freq`, named by a string stored in run directories. The names are pandas
+aliases where pandas has one (D, B, W-WED, MS, ME, QS-JAN, QE-DEC, YS-JAN, YE-DEC, h, 15min,
+2MS, 3D, ...) plus `MS@15`-style names for month-based grids on another day of the month
+(`MS@15`: the 15th of every month, `QS-JAN@15`: the 15th of Jan, Apr, Jul, Oct).
+
+Kinds of grid:
+- fixed: a fixed step (h, 15min, D, 3D) counted from each series' first timestamp;
+- week:  7-day steps on one weekday (W-WED);
+- bday:  Monday to Friday (B), at one time of day;
+- month: every `step` months on one day of the month (1..28) or the month's last day; anchored
+         (Q*/Y*: the months are fixed by the name) or counted from each series' first month.
+
+Times are pandas timestamps, naive or with one fixed UTC offset (several offsets are converted
+to UTC by the reader). Calendar fields (month, day, weekday) are read on the wall clock.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pandas.tseries.frequencies import to_offset
+
+MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+WEEKDAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
+DAY_NS = 86_400_000_000_000
+END = 0  # Freq.day of a grid on the last day of the month
+
+
+class FreqError(ValueError):
+    """A frequency name lstmcast cannot use (the message says what is allowed)."""
+
+
+@dataclass(frozen=True)
+class Freq:
+    kind: str                 # fixed | week | bday | month
+    step: int                 # fixed: nanoseconds; week: weeks; bday: 1; month: months
+    anchor: int | None = None  # week: weekday (0 = Monday); month: month index % step; None: per series
+    day: int = 1              # month: day of the month 1..28, or END (0)
+    name: str = ""
+
+    def __str__(self) -> str:
+        return self.name
+
+
+_MONTH_ALIAS = re.compile(r"^(\d*)(MS|ME|M|QS|QE|Q|YS|YE|Y|AS|A)(?:-([A-Z]{3}))?(?:@(\d+))?$")
+
+
+def _month_name(step: int, day: int, anchor: int | None) -> str:
+    """Canonical name of a month-based grid (the inverse of parse_freq)."""
+    start = day != END
+    at = f"@{day}" if start and day != 1 else ""
+    if anchor is not None and step in (3, 12):
+        if step == 3:  # QS-JAN/FEB/MAR; QE-DEC/JAN/FEB (pandas' defaults QS = QS-JAN, QE = QE-DEC)
+            month = anchor if start else {2: 11, 0: 0, 1: 1}[anchor]
+            return f"QS-{MONTHS[month]}{at}" if start else f"QE-{MONTHS[month]}"
+        return f"YS-{MONTHS[anchor]}{at}" if start else f"YE-{MONTHS[anchor]}"
+    lead = "" if step == 1 else str(step)
+    return f"{lead}MS{at}" if start else f"{lead}ME"
+
+
+def month_freq(step: int, day: int, anchor: int | None) -> Freq:
+    if anchor is not None and step not in (3, 12):
+        anchor = None
+    if anchor is not None:
+        anchor %= step
+    return Freq("month", step, anchor, day, _month_name(step, day, anchor))
+
+
+def fixed_freq(step_ns: int) -> Freq:
+    if step_ns % DAY_NS == 0:
+        days = step_ns // DAY_NS
+        return Freq("fixed", step_ns, None, 1, "D" if days == 1 else f"{days}D")
+    return Freq("fixed", step_ns, None, 1, to_offset(pd.Timedelta(step_ns, unit="ns")).freqstr)
+
+
+def week_freq(weeks: int, weekday: int) -> Freq:
+    lead = "" if weeks == 1 else str(weeks)
+    return Freq("week", weeks, weekday, 1, f"{lead}W-{WEEKDAYS[weekday]}")
+
+
+BDAY = Freq("bday", 1, None, 1, "B")
+
+
+def parse_freq(text: str) -> Freq:
+    """A frequency name (pandas alias or `MS@15` style) -> Freq; FreqError if lstmcast cannot use it."""
+    name = str(text).strip()
+    match = _MONTH_ALIAS.match(name.upper())
+    if match:
+        n, base, anchor_name, at = match.groups()
+        n = int(n) if n else 1
+        start = base in ("MS", "QS", "YS", "AS")
+        months = {"M": 1, "Q": 3, "Y": 12, "A": 12}[base[0]]
+        if anchor_name is not None and (months == 1 or anchor_name not in MONTHS):
+            raise FreqError(f"'{name}' is not a frequency")
+        day = 1 if start else END
+        if at is not None:
+            day = int(at)
+            if not start or not 1 <= day <= 28:
+                raise FreqError(f"'{name}': '@day' goes with a month-start name and a day 1..28 "
+                                f"(e.g. MS@15); for the last day of the month use ME")
+        step = n * months
+        anchor = None
+        if months > 1:
+            month = MONTHS.index(anchor_name) if anchor_name else (0 if start else 11)
+            # QS-JAN: months 0, 3, 6, 9; QE-DEC: quarters end in Dec (11), Mar, Jun, Sep.
+            anchor = month % step if n == 1 else None
+            if n != 1:
+                raise FreqError(f"'{name}': use {step}MS or {step}ME for every {step} months")
+        return month_freq(step, day, anchor)
+    try:
+        offset = to_offset(name)
+    except (ValueError, TypeError):
+        raise FreqError(f"'{name}' is not a frequency") from None
+    kind = type(offset).__name__
+    if kind == "Day" or isinstance(offset, pd.offsets.Tick):
+        step = int(pd.Timedelta(offset).value)
+        if step <= 0:
+            raise FreqError(f"'{name}' is not a positive step")
+        return fixed_freq(step)
+    if kind == "Week" and offset.weekday is not None and offset.n >= 1:
+        return week_freq(offset.n, offset.weekday)
+    if kind == "BusinessDay" and offset.n == 1:
+        return BDAY
+    raise FreqError(f"'{name}' is not a frequency lstmcast supports (use e.g. D, B, W-WED, MS, ME, "
+                    f"MS@15, QS-JAN, QE-DEC, YS-JAN, YE-DEC, h, 15min)")
+
+
+def _wall(times) -> pd.DatetimeIndex:
+    """Naive wall-clock times in nanoseconds (a zone's offset applied, then dropped)."""
+    times = pd.DatetimeIndex(times)
+    if times.tz is not None:
+        times = times.tz_localize(None)
+    return times.as_unit("ns")
+
+
+def _month_index(wall: pd.DatetimeIndex) -> np.ndarray:
+    return wall.year.to_numpy(np.int64) * 12 + wall.month.to_numpy(np.int64) - 1
+
+
+def _time_of_day(wall: pd.DatetimeIndex) -> np.ndarray:
+    return wall.asi8 % DAY_NS
+
+
+def positions(freq: Freq, times, starts) -> np.ndarray:
+    """(n,) int64 step of each time on the grid counted from its series' start (`starts`, one per
+    time, itself on the grid); -1 where the time is off the grid."""
+    wall, first = _wall(times), _wall(starts)
+    t, s = wall.asi8, first.asi8
+    if freq.kind in ("fixed", "week"):
+        step = freq.step if freq.kind == "fixed" else freq.step * 7 * DAY_NS
+        delta = t - s
+        on = delta % step == 0
+        if freq.kind == "week":
+            on &= wall.day_of_week.to_numpy() == freq.anchor
+        pos = delta // step
+    elif freq.kind == "bday":
+        on = (wall.day_of_week.to_numpy() < 5) & (_time_of_day(wall) == _time_of_day(first))
+        days_t = (t // DAY_NS).astype("datetime64[D]")
+        days_s = (s // DAY_NS).astype("datetime64[D]")
+        pos = np.busday_count(days_s, days_t) if on.all() else np.where(
+            on, np.busday_count(days_s, np.where(on, days_t, days_s)), -1)
+    else:
+        months, months0 = _month_index(wall), _month_index(first)
+        delta = months - months0
+        on = (delta % freq.step == 0) & (_time_of_day(wall) == _time_of_day(first))
+        if freq.anchor is not None:
+            on &= months % freq.step == freq.anchor
+        on &= (np.asarray(wall.is_month_end) if freq.day == END else wall.day.to_numpy() == freq.day)
+        pos = delta // freq.step
+    return np.where(on, pos, -1).astype(np.int64)
+
+
+def shift(freq: Freq, base, steps) -> pd.DatetimeIndex:
+    """Times `steps` (int array) grid steps after `base` (times on the grid, same length), in
+    `base`'s zone."""
+    wall = _wall(base)
+    steps = np.asarray(steps, dtype=np.int64)
+    tz = pd.DatetimeIndex(base).tz
+    if freq.kind in ("fixed", "week"):
+        step = freq.step if freq.kind == "fixed" else freq.step * 7 * DAY_NS
+        out = wall.asi8 + steps * step
+    elif freq.kind == "bday":
+        days = (wall.asi8 // DAY_NS).astype("datetime64[D]")
+        moved = np.busday_offset(days, steps, roll="forward").astype("datetime64[ns]").astype(np.int64)
+        out = moved + _time_of_day(wall)
+    else:
+        months = _month_index(wall) + steps * freq.step - 1970 * 12  # datetime64[M] counts from 1970-01
+        if freq.day == END:
+            day0 = (months + 1).astype("datetime64[M]").astype("datetime64[D]") - np.timedelta64(1, "D")
+        else:
+            day0 = months.astype("datetime64[M]").astype("datetime64[D]") + np.timedelta64(freq.day - 1, "D")
+        out = day0.astype("datetime64[ns]").astype(np.int64) + _time_of_day(wall)
+    result = pd.DatetimeIndex(out.astype("datetime64[ns]"))
+    return result.tz_localize(tz) if tz is not None else result
+
+
+def series_times(freq: Freq, starts, lengths) -> pd.DatetimeIndex:
+    """Every series' timestamps, concatenated: lengths[i] steps from starts[i]."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    base = pd.DatetimeIndex(starts).repeat(lengths)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return shift(freq, base, offsets)
+
+
+def future_times(freq: Freq, last, steps: int) -> pd.DatetimeIndex:
+    """(n * steps,) the `steps` grid times after each of `last` (n,), series by series."""
+    last = pd.DatetimeIndex(last)
+    return shift(freq, last.repeat(steps), np.tile(np.arange(1, steps + 1), len(last)))
+
+
+# --- inference ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fit:
+    freq: Freq
+    missing: int   # grid points between each series' first and last timestamp not in the data
+
+
+def fit(freq: Freq, times, starts, codes: np.ndarray, n_series: int) -> Fit | None:
+    """How `freq` fits the timestamps (None: some time is off its grid)."""
+    pos = positions(freq, times, starts)
+    if (pos < 0).any():
+        return None
+    spans = np.zeros(n_series, dtype=np.int64)
+    np.maximum.at(spans, codes, pos)
+    return Fit(freq, int((spans + 1).sum() - len(pos)))
+
+
+def _gcd(values: np.ndarray) -> int:
+    return int(np.gcd.reduce(values)) if len(values) else 0
+
+
+def _mode(values: np.ndarray) -> int:
+    uniques, counts = np.unique(values, return_counts=True)
+    return int(uniques[np.argmax(counts)])
+
+
+def candidates(times, codes: np.ndarray) -> list[Freq]:
+    """Frequencies worth checking for timestamps sorted by (series, time): from the most common
+    spacing and the greatest common spacing, in calendar terms (days, weekdays, months)."""
+    wall = _wall(times)
+    t = wall.asi8
+    same = codes[1:] == codes[:-1]
+    diffs = (t[1:] - t[:-1])[same]
+    diffs = diffs[diffs > 0]
+    if len(diffs) == 0:
+        return []
+    out: list[Freq] = []
+    tod = _time_of_day(wall)
+    day_level = bool((tod[1:][same] == tod[:-1][same]).all()) and diffs.min() >= DAY_NS
+    if not day_level:
+        return [fixed_freq(s) for s in dict.fromkeys((_mode(diffs), _gcd(diffs)))]
+    days = diffs // DAY_NS
+    weekday = wall.day_of_week.to_numpy()
+    for n in dict.fromkeys((_mode(days), _gcd(days))):
+        if n % 7 == 0 and len(np.unique(weekday)) == 1:
+            out.append(week_freq(n // 7, int(weekday[0])))
+        elif n < 28:
+            out.append(fixed_freq(n * DAY_NS))
+        if n == 1 and (weekday < 5).all():
+            out.append(BDAY)
+    if days.min() >= 28:
+        months = _month_index(wall)
+        mdiff = (months[1:] - months[:-1])[same]
+        mdiff = mdiff[mdiff > 0]
+        if len(mdiff):
+            dom = wall.day.to_numpy()
+            if np.asarray(wall.is_month_end).all():
+                day = END
+            elif len(np.unique(dom)) == 1 and dom[0] <= 28:
+                day = int(dom[0])
+            else:
+                day = None
+            if day is not None:
+                for step in dict.fromkeys((_mode(mdiff), _gcd(mdiff))):
+                    phases = np.unique(months % step)
+                    out.append(month_freq(step, day, int(phases[0]) if len(phases) == 1 else None))
+        if not any(f.kind == "month" for f in out):
+            out += [fixed_freq(n * DAY_NS) for n in dict.fromkeys((_mode(days), _gcd(days))) if n >= 28]
+    return list(dict.fromkeys(out))
+
+
+def infer(times, codes: np.ndarray, n_series: int) -> tuple[list[Fit], list[Freq]]:
+    """(fits, candidates): the candidates whose grid holds every timestamp and has the fewest
+    missing points (one: the frequency; several: ambiguous; none: no regular grid), and all
+    candidates tried. `times` sorted by (series code, time)."""
+    times = pd.DatetimeIndex(times)
+    starts = series_starts(times, codes)
+    tried = candidates(times, codes)
+    fits = [f for f in (fit(c, times, starts, codes, n_series) for c in tried) if f is not None]
+    if not fits:
+        return [], tried
+    best = min(f.missing for f in fits)
+    return [f for f in fits if f.missing == best], tried
+
+
+def series_starts(times: pd.DatetimeIndex, codes: np.ndarray) -> pd.DatetimeIndex:
+    """Each row's series start, for times sorted by (series code, time)."""
+    first = np.r_[True, codes[1:] != codes[:-1]]
+    index = np.maximum.accumulate(np.where(first, np.arange(len(codes)), 0))
+    return times[index]
+
+
+# --- season lengths and calendar features: one table -------------------------------------------
+
+# (name, period): a calendar feature is 2 pi x / period as a sin/cos pair, x counted from 0.
+_HOUR, _MINUTE, _WEEKDAY = ("hour", 24.0), ("minute", 60.0), ("dayofweek", 7.0)
+_DAYOFYEAR, _WEEK = ("dayofyear", 366.0), ("week", 53.0)
+_MONTH, _QUARTER = ("month", 12.0), ("quarter", 4.0)
+
+# family -> (season length, calendar features). Sub-daily season lengths are steps per day.
+FAMILIES: dict[str, tuple[int | None, list[tuple[str, float]]]] = {
+    "subhourly": (None, [_HOUR, _MINUTE, _WEEKDAY]),
+    "hourly":    (None, [_HOUR, _WEEKDAY]),
+    "daily":     (7, [_WEEKDAY, _DAYOFYEAR]),
+    "business":  (5, [_WEEKDAY, _DAYOFYEAR]),
+    "weekly":    (52, [_WEEK]),
+    "monthly":   (None, [_MONTH]),
+    "quarterly": (4, [_QUARTER]),
+    "yearly":    (1, []),
+    "other":     (1, []),
+}
+
+
+def as_freq(freq: Freq | str) -> Freq:
+    return freq if isinstance(freq, Freq) else parse_freq(freq)
+
+
+def family(freq: Freq | str) -> str:
+    """Which row of FAMILIES a frequency uses."""
+    f = as_freq(freq)
+    if f.kind == "bday":
+        return "business"
+    if f.kind == "week":
+        return "weekly"
+    if f.kind == "month":
+        if f.anchor is not None and f.step == 3:
+            return "quarterly"
+        if f.anchor is not None and f.step == 12:
+            return "yearly"
+        return "monthly"
+    if f.step < 3_600_000_000_000:
+        return "subhourly"
+    if f.step < DAY_NS:
+        return "hourly"
+    return "daily" if f.step == DAY_NS else "other"
+
+
+def season_length(freq: Freq | str) -> int:
+    """The usual seasonal period of a frequency (1 when there is none): hourly 24, 15min 96,
+    daily 7, business daily 5, weekly 52, monthly 12 (2MS: 6), quarterly 4."""
+    f = as_freq(freq)
+    name = family(f)
+    season, _ = FAMILIES[name]
+    if season is not None:
+        return season
+    if name == "monthly":
+        return 12 // f.step if 12 % f.step == 0 else 1
+    return DAY_NS // f.step if DAY_NS % f.step == 0 else 1
+
+
+def calendar_parts(freq: Freq | str) -> list[tuple[str, float]]:
+    """The calendar features of a frequency, before sin/cos (see FAMILIES)."""
+    return list(FAMILIES[family(freq)][1])
+
+
+def describe(freqs) -> str:
+    return ", ".join(str(f) for f in freqs)
