@@ -33,6 +33,7 @@ class Run:
     freq: str
     device: torch.device
     features: FeatureSpec | None = None   # covariates and calendar; None: as before covariates
+    seen: dict | None = None   # the checkpoint's "seen" with its series_ids, last_timestamps; None: format < 4
 
     @property
     def horizon(self) -> int:
@@ -61,8 +62,11 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     features = FeatureSpec.from_checkpoint(payload, config)
     # Runs trained before quantiles existed have neither a "conformal" entry nor model.quantiles.
     model = Ensemble.from_weights(config, payload["models"], payload.get("conformal"), features.dims())
+    # Runs trained before format 4 do not record what they trained on ("seen"): unknown.
+    seen = ({"series_ids": payload["series_ids"], "last_timestamps": payload["last_timestamps"], **payload["seen"]}
+            if "seen" in payload else None)
     return Run(run_dir, model.to(target).eval(), config, Scaler.from_dict(payload["scaler"]),
-               Columns.from_dict(payload["columns"]), payload["freq"], target, features)
+               Columns.from_dict(payload["columns"]), payload["freq"], target, features, seen)
 
 
 def read_for_run(run: Run, data_path: str | Path) -> SeriesSet:
