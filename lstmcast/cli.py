@@ -167,8 +167,11 @@ class Reporter:
 
 
 def _seen_share(in_sample: dict | None) -> str:
-    """'144/144': scored points the run saw of those scored; '?' when the run does not record it."""
-    return "?" if in_sample is None else f"{in_sample['points']}/{in_sample['of']}"
+    """'144/144': scored points the run saw of those scored; '?' when the run does not record it;
+    '-' when nothing was scored."""
+    if in_sample is None:
+        return "?"
+    return f"{in_sample['points']}/{in_sample['of']}" if in_sample["of"] else "-"
 
 
 def _in_sample_note(in_sample: dict | None) -> str | None:
@@ -314,7 +317,8 @@ def evaluate(
         if result["windows"] == 1:
             title = f"{n} series, last {horizon} scored, season {season_}\n{seen}"
         else:
-            title = f"{n} series, {result['windows']} windows of {horizon} every {result['step']}, season {season_}\n{seen}"
+            title = (f"{n} series, {result['windows']} windows of {horizon} every {result['step']}, "
+                     f"season {season_}\n{seen}")
         reporter.table(title, result["metrics"], stdout=True)
         reporter.interval_table("prediction intervals (model)", result, stdout=True)
         if result["windows"] > 1:
