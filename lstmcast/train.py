@@ -658,7 +658,8 @@ def _validation_label(parts: Parts, refit: bool) -> dict:
             f"schedule, so these scores are in-sample for model selection, not held out")
     if refit:
         note += "; refit then trained on them"
-    return {"kind": "early_stopping", "in_sample": True, "n_series": int(parts.validated.sum()), "note": note}
+    return {"kind": "early_stopping", "in_sample": True, "n_series": int(parts.validated.sum()),
+            "scores": ["validation", "intervals", "quantile_loss"], "note": note}
 
 
 def _arithmetic(config: Config, device: torch.device, autocast: torch.dtype | None) -> dict:

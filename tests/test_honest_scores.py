@@ -168,6 +168,7 @@ def test_metrics_json_labels_the_validation_scores(sales_run, cut_run):
     assert set(metrics["validation"]) == {"model", "naive", "seasonal_naive"}     # readable as before
     label = metrics["validation_windows"]
     assert label["kind"] == "early_stopping" and label["in_sample"] is True and label["n_series"] == 12
+    assert label["scores"] == ["validation", "intervals", "quantile_loss"]
     assert "chose the best epoch" in label["note"] and "refit" not in label["note"]
     conformal = json.loads((cut_run / "metrics.json").read_text())["conformal"]
     assert conformal["windows"].startswith("calibration windows") and conformal["n_calibration"] == 11
