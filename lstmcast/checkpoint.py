@@ -17,11 +17,13 @@ import torch
 from .errors import LstmcastError
 from .outputs import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 
-# 3: "features" (covariates, calendar, their scaling numbers); 2: "models" (one state dict per
-# ensemble member); 1: one "model". Formats 1 and 2 predate covariates: they load with none and
-# data.calendar none (config.config_from_dict, covariates.FeatureSpec.from_checkpoint).
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+# 4: "seen" (per series, the last timestamp the run trained on, early-stopped on and calibrated on;
+# train.SEEN_KEYS); 3: "features" (covariates, calendar, their scaling numbers); 2: "models" (one
+# state dict per ensemble member); 1: one "model". Formats 1 and 2 predate covariates: they load
+# with none and data.calendar none (config.config_from_dict, covariates.FeatureSpec.from_checkpoint).
+# Formats 1 to 3 predate "seen": evaluate reports their in-sample points as unknown.
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 BEST, LAST = "model.pt", "last.pt"
 
 

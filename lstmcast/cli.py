@@ -157,7 +157,7 @@ class Reporter:
         if self.quiet:
             return
         table = Table(title=title)
-        for name in ("window", "before end", "series"):
+        for name in ("window", "before end", "series", "in-sample\npoints"):
             table.add_column(name, justify="right")
         columns = [(who, metric) for metric in ("smape", "mase")
                    for who in ("model", "naive", "seasonal_naive")]
@@ -166,8 +166,12 @@ class Reporter:
         for row in per_window:
             metrics = row["metrics"]
             table.add_row(str(row["window"]), str(row["steps_before_end"]), str(row["n_series"]),
+                          _seen_share(row["in_sample"]),
                           *(f"{metrics[who][metric]:.4g}" if metrics else "-" for who, metric in columns))
-        Console(file=sys.stdout if stdout else sys.stderr).print(table)
+        console = Console(file=sys.stdout if stdout else sys.stderr)
+        if not console.is_terminal:   # a log or pipe: room for every column (96 wide), not 80
+            console.width = max(console.width, 96)
+        console.print(table)
 
     def interval_table(self, title: str, result: dict, stdout: bool = False) -> None:
         """Prediction intervals of a quantile run: one row per interval (coverage against nominal,
@@ -186,6 +190,29 @@ class Reporter:
         for level, loss in losses.items():
             table.add_row(quantile_column(level), "", "", "", f"{loss:.4g}")
         Console(file=sys.stdout if stdout else sys.stderr).print(table)
+
+
+def _seen_share(in_sample: dict | None) -> str:
+    """'144/144': scored points the run saw of those scored; '?' when the run does not record it;
+    '-' when nothing was scored."""
+    if in_sample is None:
+        return "?"
+    return f"{in_sample['points']}/{in_sample['of']}" if in_sample["of"] else "-"
+
+
+def _in_sample_note(in_sample: dict | None) -> str | None:
+    """The one hint line under evaluate's tables (None: every scored point is held out)."""
+    if in_sample is None:
+        return ("note: this run's checkpoint predates in-sample tracking, so some scored points may be ones it "
+                "trained or early-stopped on; retrain to know")
+    if in_sample["points"] == 0:
+        return None
+    parts = [f"{in_sample[kind]} {what}" for kind, what in
+             (("trained", "trained on"), ("early_stopping", "chose the best epoch"),
+              ("calibration", "calibrated the intervals")) if in_sample[kind]]
+    return (f"note: {in_sample['points']} of {in_sample['of']} scored points were seen by the run "
+            f"({', '.join(parts)}): in-sample; to score held-out data, train on a file cut before the "
+            f"evaluation windows")
 
 
 def _build_config(config_file: Path | None, sets: List[str] | None, base: Config | None,
@@ -257,16 +284,17 @@ def train(
                                on_event=reporter)
         finally:
             reporter.close()
-        reporter.table(f"validation (last {result.metrics['horizon']} points per series)",
-                       result.metrics["validation"])
+        reporter.table(f"early-stopping windows ({result.metrics['horizon']} points per series; "
+                       f"in-sample: they chose the best epoch)", result.metrics["validation"])
         reporter.interval_table("validation intervals (before conformal calibration)"
                                 if "conformal" in result.metrics else "validation intervals", result.metrics)
         if "conformal" in result.metrics:
             conformal = result.metrics["conformal"]
             widened = ", ".join(f"{name} {sum(c) / len(c):+.3f}"
                                 for name, c in zip(conformal["names"], conformal["corrections"]))
-            reporter.info(f"conformal corrections from {conformal['n_calibration']} validated series "
-                          f"(mean over steps, window-normalised units): {widened}")
+            reporter.info(f"conformal corrections from {conformal['n_calibration']} calibration windows "
+                          f"(held out from training and early stopping; mean over steps, "
+                          f"window-normalised units): {widened}")
         reporter.info(f"best epoch {result.best_epoch} of {result.epochs_run} "
                       f"(val_loss {result.best_val_loss:.5f}); run written to {result.run_dir}")
 
@@ -313,15 +341,22 @@ def evaluate(
         result = evaluate_run(data, model, out, device=device, season=season, windows=windows, step=step)
         reporter = Reporter(quiet)
         n, horizon, season_ = result["n_series"], result["horizon"], result["season_length"]
+        seen = result["in_sample"]
+        seen = ("in-sample: unknown (older run)" if seen is None else
+                f"in-sample: {seen['points']} of {seen['of']} points")
         if result["windows"] == 1:
-            title = f"{n} series, last {horizon} held out, season {season_}"
+            title = f"{n} series, last {horizon} scored, season {season_}\n{seen}"
         else:
-            title = f"{n} series, {result['windows']} windows of {horizon} every {result['step']}, season {season_}"
+            title = (f"{n} series, {result['windows']} windows of {horizon} every {result['step']}, "
+                     f"season {season_}\n{seen}")
         reporter.table(title, result["metrics"], stdout=True)
         reporter.interval_table("prediction intervals (model)", result, stdout=True)
         if result["windows"] > 1:
             reporter.window_table("per window, oldest first (before end: steps from the last window)",
                                   result["per_window"], stdout=True)
+        note = _in_sample_note(result["in_sample"])
+        if note is not None:
+            reporter.info(note)
         if out is not None:
             reporter.info(f"metrics written to {out}")
 

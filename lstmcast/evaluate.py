@@ -4,6 +4,9 @@ score the model against the naive and seasonal-naive baselines.
 Window k of N (oldest first) ends `step * (N - k)` points before the end of each series: window N
 holds out the last `horizon` points, as a plain hold-out evaluation does. Every (series, window)
 pair goes through the model in one batched pass over one scaled buffer of the full series.
+
+Scores say what they are: every scored point the run trained on, early-stopped on or calibrated on
+(by timestamp, from the checkpoint's "seen") is counted as in-sample, per window and overall.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .checkpoint import atomic_write_text
 from .data import SeriesSet
@@ -22,6 +26,9 @@ from .predict import Run, forecast_at, load_run, point, read_for_run
 from .rundir import check_output
 
 FORECASTERS = ("model", "naive", "seasonal_naive")
+# In-sample points by what the run did with them, in this order: a point it trained on is "trained"
+# even if it was also in an early-stopping window (refit).
+SEEN_AS = ("trained", "early_stopping", "calibration")
 
 
 @dataclass
@@ -79,6 +86,66 @@ def backtest(run: Run, series: SeriesSet, windows: int = 1, step: int | None = N
                     model if model.ndim == 3 else None)
 
 
+def _utc_ns(times) -> np.ndarray:
+    """int64 nanoseconds (UTC for tz-aware times, as given for naive ones; NaT for None) of a
+    DatetimeIndex, or of a list of timestamps or ISO strings."""
+    if isinstance(times, pd.DatetimeIndex):
+        return times.asi8
+    return pd.DatetimeIndex(pd.to_datetime(list(times), utc=True)).asi8
+
+
+def points_up_to(series: SeriesSet, cutoffs: list) -> np.ndarray:
+    """(n_series,) how many points of each series lie at or before its cutoff (None: 0).
+
+    All series lie on one grid of the data's frequency: positions come from one date range over
+    the whole file and a binary search, with no loop over series."""
+    lengths = series.lengths()
+    starts = pd.DatetimeIndex(series.starts)
+    head = pd.date_range(starts.min(), starts.max(), freq=series.freq)
+    first = np.searchsorted(_utc_ns(head), _utc_ns(starts))                 # grid index of each start
+    grid = _utc_ns(pd.date_range(starts.min(), periods=int((first + lengths).max()), freq=series.freq))
+    cut = _utc_ns(cutoffs)
+    known = cut != np.iinfo(np.int64).min                                     # NaT: no cutoff
+    count = np.searchsorted(grid, cut, side="right") - first
+    return np.where(known, np.clip(count, 0, lengths), 0)
+
+
+def seen_points(run: Run, series: SeriesSet) -> dict[str, np.ndarray] | None:
+    """SEEN_AS -> (n_series,) cumulative point counts from each series' start: the first
+    `trained` points trained the forecasting weights, up to `early_stopping` also chose their
+    epoch, up to `calibration` also calibrated the intervals. A series the run never saw: 0.
+    None when the checkpoint does not record it (format < 4)."""
+    seen = run.seen
+    if seen is None:
+        return None
+    row = {sid: j for j, sid in enumerate(seen["series_ids"])}
+    match = [row.get(sid) for sid in series.ids]
+
+    def cutoffs(key: str, fallback: list) -> list:
+        return [None if j is None else (seen[key][j] or fallback[i]) for i, j in enumerate(match)]
+
+    trained = cutoffs("last_timestamps" if any(seen["refit"]) else "train_end", [None] * len(series))
+    stopping = cutoffs("early_stopping_end", trained)
+    calibration = cutoffs("calibration_end", stopping)
+    counts = [points_up_to(series, c) for c in (trained, stopping, calibration)]
+    counts = np.maximum.accumulate(np.stack(counts), axis=0)   # refit: trained covers the rest
+    return dict(zip(SEEN_AS, counts))
+
+
+def in_sample(result: Backtest, seen: dict[str, np.ndarray] | None, rows: np.ndarray,
+              horizon: int) -> dict[str, int] | None:
+    """Scored points of the selected rows the run saw: {"points", "of", "trained", "early_stopping",
+    "calibration"}; None when unknown (an old checkpoint)."""
+    if seen is None:
+        return None
+    origin, index = result.origin[rows], result.series[rows]
+    upto = [np.clip(seen[kind][index] - origin, 0, horizon).sum() for kind in SEEN_AS]
+    by_kind = np.diff([0, *upto])
+    out = {"points": int(upto[-1]), "of": int(rows.sum()) * horizon}
+    out.update({kind: int(n) for kind, n in zip(SEEN_AS, by_kind)})
+    return out
+
+
 def score(result: Backtest, rows: np.ndarray) -> dict[str, dict[str, float]] | None:
     """Metrics of each forecaster over the selected rows (None when there are none)."""
     if not rows.any():
@@ -101,7 +168,9 @@ def evaluate(data_path: str | Path, run_dir: str | Path, out_path: str | Path | 
 
     `metrics` covers every scored (series, window) pair; `per_window` has one entry per window,
     oldest first. windows=1 is the plain hold-out of the last horizon points. A run with quantiles
-    adds `intervals` and `quantile_loss` next to each `metrics`.
+    adds `intervals` and `quantile_loss` next to each `metrics`. `in_sample`, overall and per window,
+    counts the scored points the run trained, early-stopped or calibrated on (in_sample()); null
+    for a run whose checkpoint does not record it.
     """
     if season is not None and season < 1:
         raise LstmcastError(f"--season-length {season}: must be 1 or more (1 = no seasonality)")
@@ -119,6 +188,8 @@ def evaluate(data_path: str | Path, run_dir: str | Path, out_path: str | Path | 
                             f"last {horizon}, so each series needs at least {horizon + 1}")
     season = season or season_length(series.freq)
     result = backtest(run, series, windows, step, season)
+    seen = seen_points(run, series)
+
     def scored(rows: np.ndarray) -> dict:
         """Point metrics of the selected rows; with quantiles, intervals and quantile_loss too."""
         out = {"metrics": score(result, rows)}
@@ -127,12 +198,13 @@ def evaluate(data_path: str | Path, run_dir: str | Path, out_path: str | Path | 
         return out
 
     per_window = [{"window": k, "steps_before_end": int(back), "n_series": int((result.window == k).sum()),
-                   **scored(result.window == k)}
+                   **scored(result.window == k), "in_sample": in_sample(result, seen, result.window == k, horizon)}
                   for k, back in enumerate(steps_before_end(windows, step), start=1)]
+    every = np.ones(len(result.window), dtype=bool)
     report = {"data": str(data_path), "run": str(run_dir), "horizon": horizon,
-              "season_length": season, "n_series": len(series),
-              **scored(np.ones(len(result.window), dtype=bool)),
-              "windows": windows, "step": step, "per_window": per_window}
+              "season_length": season, "n_series": len(series), **scored(every),
+              "windows": windows, "step": step, "per_window": per_window,
+              "in_sample": in_sample(result, seen, every, horizon)}
     if out_path is not None:
         atomic_write_text(out_path, json.dumps(report, indent=2) + "\n")
     return report

@@ -34,6 +34,7 @@ class Run:
     freq: str
     device: torch.device
     features: FeatureSpec | None = None   # covariates and calendar; None: as before covariates
+    seen: dict | None = None   # the checkpoint's "seen" with its series_ids, last_timestamps; None: format < 4
 
     @property
     def horizon(self) -> int:
@@ -65,6 +66,9 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
         # Runs trained before quantiles existed have neither a "conformal" entry nor model.quantiles.
         model = Ensemble.from_weights(config, payload["models"], payload.get("conformal"), features.dims())
         scaler, columns = Scaler.from_dict(payload["scaler"]), Columns.from_dict(payload["columns"])
+        # Runs trained before format 4 do not record what they trained on ("seen"): unknown.
+        seen = ({"series_ids": payload["series_ids"], "last_timestamps": payload["last_timestamps"],
+                 **payload["seen"]} if "seen" in payload else None)
     except LstmcastError as exc:
         raise LstmcastError(f"{path}: {exc}; retrain the run (or copy back its own model.pt)") from None
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -72,7 +76,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
         raise LstmcastError(f"{path}: does not match its config ({what}); retrain the run "
                             f"(or copy back its own model.pt)") from None
     _check_saved_config(run_dir, path, config)
-    return Run(run_dir, model.to(target).eval(), config, scaler, columns, payload["freq"], target, features)
+    return Run(run_dir, model.to(target).eval(), config, scaler, columns, payload["freq"], target, features, seen)
 
 
 _SHAPING_TRAIN_KEYS = ("train.ensemble", "train.ensemble_lookbacks", "train.members")

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pandas.tseries.frequencies import to_offset
 
 from . import __version__, rundir
 from .checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, save_checkpoint
@@ -187,6 +188,45 @@ def validated(lengths: np.ndarray, horizon: int) -> np.ndarray:
     return lengths >= 2 * horizon + 1
 
 
+def calibrated(lengths: np.ndarray, horizon: int) -> np.ndarray:
+    """Series long enough (3 x horizon + 1 points) to hold out a calibration window after their
+    early-stopping window and still keep one training window (model.conformal)."""
+    return lengths >= 3 * horizon + 1
+
+
+@dataclass
+class Parts:
+    """Each series split in time, as point counts from its start.
+
+    [0, train) trains the model. A validated series' early-stopping window [train, train + horizon)
+    chooses the best epoch and drives the learning-rate schedule. With model.conformal a calibrated
+    series' calibration window, its last horizon points after the early-stopping window, fits the
+    conformal corrections and nothing else: the only scores neither trained on nor selected on.
+    """
+
+    horizon: int
+    train: np.ndarray       # (n,) points in the training part (before any refit)
+    validated: np.ndarray   # (n,) bool: has an early-stopping window
+    calibrated: np.ndarray  # (n,) bool: has a calibration window (and so an early-stopping one)
+
+    @property
+    def stop_end(self) -> np.ndarray:
+        """(n,) exclusive end of each series' early-stopping window (its training part's end where
+        it has none)."""
+        return self.train + self.horizon * self.validated
+
+
+def split_parts(lengths: np.ndarray, horizon: int, conformal: bool = False) -> Parts:
+    """Without model.conformal: validated series (>= 2 x horizon + 1 points) early-stop on their last
+    horizon, shorter ones train on everything. With it, series of >= 3 x horizon + 1 points also
+    calibrate on their last horizon and early-stop on the horizon before; those of 2 x horizon + 1
+    .. 3 x horizon points early-stop only (a calibration window would leave no training window)."""
+    is_validated = validated(lengths, horizon)
+    is_calibrated = calibrated(lengths, horizon) & bool(conformal)
+    train = lengths - horizon * is_validated - horizon * is_calibrated
+    return Parts(horizon, train, is_validated, is_calibrated)
+
+
 def resolve_config(config: Config, series: SeriesSet) -> Config:
     """Record what was detected (columns, lookback, frequency, day/month order) so the saved
     config is fully explicit and predict reads new data the same way."""
@@ -198,7 +238,7 @@ def resolve_config(config: Config, series: SeriesSet) -> Config:
     return dataclasses.replace(config, data=data)
 
 
-def check_lengths(series: SeriesSet, horizon: int, path: Path) -> None:
+def check_lengths(series: SeriesSet, horizon: int, path: Path, conformal: bool = False) -> None:
     need = minimum_length(horizon)
     short = [(sid, len(v)) for sid, v in zip(series.ids, series.values) if len(v) < need]
     if short:
@@ -210,6 +250,11 @@ def check_lengths(series: SeriesSet, horizon: int, path: Path) -> None:
     if not validated(series.lengths(), horizon).any():
         raise LstmcastError(f"{path}: no series has the {2 * horizon + 1} points (2 x horizon + 1) "
                             f"needed to hold out a validation part; lower --horizon")
+    if conformal and not calibrated(series.lengths(), horizon).any():
+        raise LstmcastError(f"{path}: model.conformal needs a series of {3 * horizon + 1} points "
+                            f"(3 x horizon + 1): its last horizon calibrates the intervals, the horizon "
+                            f"before chooses the best epoch; lower --horizon, give more history or set "
+                            f"model.conformal=false")
 
 
 def check_lookbacks(series: SeriesSet, config: Config, path: Path) -> None:
@@ -362,23 +407,29 @@ class _Fit:
     best_weights: dict
     best_val: float = math.inf
     best_epoch: int = 0
+    best_lr: float = math.nan  # the learning rate the best epoch trained with (refit starts there)
     bad_epochs: int = 0
     epoch: int = 0  # last finished epoch
 
     def restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError:  # one parameter group: written before biases stopped decaying
+            raise LstmcastError("--resume: last.pt was written by an older lstmcast (other optimizer "
+                                "parameter groups); start a new run (--overwrite)") from None
         self.scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"], self.generator)
         self.best_val, self.best_epoch = state["best_val"], state["best_epoch"]
         self.bad_epochs, self.epoch = state["bad_epochs"], state["epoch"]
         self.best_weights = state["best_weights"]
+        self.best_lr = state.get("best_lr", self.optimizer.param_groups[0]["lr"])
 
     def resumable(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "rng": _rng_state(self.generator),
                 "epoch": self.epoch, "best_val": self.best_val, "best_weights": self.best_weights,
-                "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+                "best_epoch": self.best_epoch, "best_lr": self.best_lr, "bad_epochs": self.bad_epochs}
 
 
 def train(data_path: str | Path, out_dir: str | Path, config: Config | None = None, *,
@@ -412,7 +463,7 @@ def _train_locked(data_path: Path, out: Path, config: Config, resume: bool, over
     if not resume:  # a resumed run's saved config has its default lookback written out
         check_lookbacks(series, config, data_path)
     config = resolve_config(config, series)
-    check_lengths(series, config.data.horizon, data_path)
+    check_lengths(series, config.data.horizon, data_path, config.model.conformal)
     work = rundir.prepare(out, resume, overwrite)
     fingerprint = data_fingerprint(series)
     state = _check_resume(out, config, fingerprint, data_path) if resume else None
@@ -438,13 +489,30 @@ def _train_locked(data_path: Path, out: Path, config: Config, resume: bool, over
     return result
 
 
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on weight matrices only. Biases (the forget-gate bias set to 1
+    among them), other vectors (peephole diagonals, norm gains) and embedding tables get none:
+    decaying them pulls them to 0, which for the forget-gate bias undoes its initialisation."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            plain = parameter.ndim < 2 or id(parameter) in embeddings
+            (no_decay if plain else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr)
+
+
 def _new_fit(config: Config, member: int, device: torch.device, dims: dict) -> _Fit:
     """A fresh member: `config` is that member's own (Config.member)."""
     seed = config.train.seed + member - 1
     seed_everything(seed)
     model = Forecaster(config.model, config.data.horizon, config.data.resolved_lookback, **dims).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr,
-                                  weight_decay=config.train.weight_decay)
+    optimizer = make_optimizer(model, config.train.lr, config.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, factor=config.train.lr_factor, patience=config.train.lr_patience)
     return _Fit(model, optimizer, scheduler, torch.Generator().manual_seed(seed),
@@ -462,8 +530,8 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
     emit = on_event or (lambda event: None)
     horizon, members = config.data.horizon, config.train.ensemble
     lengths = series.lengths()
-    is_validated = validated(lengths, horizon)
-    train_lengths = np.where(is_validated, lengths - horizon, lengths)
+    parts = split_parts(lengths, horizon, config.model.conformal)
+    is_validated, train_lengths = parts.validated, parts.train
     scaler = Scaler.fit(config.data.scaling, series.ids,
                         [v[:n] for v, n in zip(series.values, train_lengths)])
     scaled = [(v - loc) / scale for v, loc, scale in zip(series.values, scaler.loc, scaler.scale)]
@@ -473,13 +541,14 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
     # Padded for the longest member lookback; each member reads it through its own window length.
     buffer = SeriesBuffer.build(scaled, config.input_length, device, features.extra(series),
                                 n_known=features.n_known, horizon=horizon, codes=codes)
-    keep_validated = torch.from_numpy(is_validated).to(device)
+    refits = [config.member(m).train.refit_epochs > 0 for m in range(1, members + 1)]
     meta = {"config": config.to_dict(), "scaler": scaler.to_dict(),
             "columns": series.columns.to_dict(), "freq": series.freq,
             "series_ids": list(series.ids),
             "last_timestamps": [series.last_time(i).isoformat() for i in range(len(series))],
             "versions": {"lstmcast": __version__, "torch": str(torch.__version__)},
-            "data_fingerprint": fingerprint, "features": features.to_dict()}
+            "data_fingerprint": fingerprint, "features": features.to_dict(),
+            "seen": seen_by_run(series, parts, refits)}
     atomic_write_text(work / "config.yaml", config.to_yaml())
 
     # With refit, `done` holds the refitted weights that forecast and `held_out` the weights
@@ -494,7 +563,7 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
         fit = _new_fit(own, member, device, dims)
         view = buffer.with_lookback(own.data.resolved_lookback)
         train_starts = view.training_starts(train_lengths, horizon, per_series)
-        val_starts = view.target_starts(horizon)[keep_validated]
+        val_starts = stopping_starts(view, parts)
         if state is not None and state["member"] == member:
             fit.restore(state)
         steps = math.ceil(len(train_starts) / tc.batch_size)
@@ -523,10 +592,12 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
                                     f"validation loss {val_loss}); lower train.lr (now {tc.lr:g})" + (
                                         "" if config.data.scaling == "standard" else
                                         f" or use data.scaling=standard (now {config.data.scaling})"))
+            trained_lr = fit.optimizer.param_groups[0]["lr"]
             fit.scheduler.step(val_loss)
             improved = val_loss < fit.best_val
             if improved:
                 fit.best_val, fit.best_epoch, fit.bad_epochs = val_loss, epoch, 0
+                fit.best_lr = trained_lr
                 fit.best_weights = copy.deepcopy(fit.model.state_dict())
                 save_checkpoint({**meta, "models": [*done, fit.best_weights]}, work / BEST)
             else:
@@ -541,36 +612,86 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
                           seconds, improved))
         held_out.append(fit.best_weights)
         if refit:
+            # The best weights with a fresh optimizer at the learning rate they were trained with:
+            # not the moments and reduced rate of the last, worse epochs. Every window trains, the
+            # early-stopping and calibration windows too (the corrections are computed before).
             fit.model.load_state_dict(fit.best_weights)
+            optimizer = make_optimizer(fit.model, fit.best_lr, tc.weight_decay)
             all_starts = view.training_starts(lengths, horizon, per_series)
             for extra in range(1, refit + 1):
                 started = time.perf_counter()
-                train_loss = run_epoch(fit.model, fit.optimizer, view, all_starts, horizon,
+                train_loss = run_epoch(fit.model, optimizer, view, all_starts, horizon,
                                        tc.batch_size, loss_fn, tc.clip, autocast,
                                        fit.generator)
                 history.append({"member": member, "epoch": fit.epoch + extra, "train_loss": train_loss,
-                                "val_loss": float("nan"), "lr": fit.optimizer.param_groups[0]["lr"],
+                                "val_loss": float("nan"), "lr": optimizer.param_groups[0]["lr"],
                                 "seconds": round(time.perf_counter() - started, 4)})
                 _write_history(work / "history.csv", history)
             save_checkpoint({**meta, "models": [*done, fit.model.state_dict()]}, work / BEST)
         done.append(copy.deepcopy(fit.model.state_dict()) if refit else fit.best_weights)
 
     model = Ensemble.from_weights(config, held_out, dims=dims).to(device)
-    val_starts = buffer.target_starts(horizon)[keep_validated]
+    val_starts = stopping_starts(buffer, parts)
     metrics = validation_metrics(model, buffer, val_starts, is_validated, series, scaler, horizon,
-                                 autocast, config.model.quantiles)
+                                 autocast, config.model.quantiles, parts.stop_end[is_validated])
+    metrics["validation_windows"] = _validation_label(parts, any(refits))
     metrics.update({"members": members, "refit_epochs": config.train.refit_epochs, "best_epoch": fit.best_epoch,
                     "best_val_loss": fit.best_val,
                     "epochs_run": fit.epoch, "stopped_early": fit.bad_epochs >= tc.patience,
                     "device": describe(device)})
     metrics.update(_arithmetic(config, device, autocast))
     if config.model.conformal:
-        # From the weights chosen on the validation part (before any refit): the only ones whose
-        # errors there are held out.
-        metrics["conformal"] = calibrate(model, buffer, val_starts, horizon, autocast)
+        # From the weights chosen before any refit, on the calibration windows: the only errors
+        # that neither trained these weights nor chose their epoch.
+        metrics["conformal"] = calibrate(model, buffer, calibration_starts(buffer, parts), horizon, autocast)
+        metrics["conformal"]["windows"] = (
+            "calibration windows: the last horizon of each series of at least 3 x horizon + 1 points, "
+            "after its early-stopping window; neither trained the weights calibrated nor chose their epoch"
+            + ("; refit trained on them afterwards" if any(refits) else ""))
         save_checkpoint({**meta, "models": done, "conformal": metrics["conformal"]}, work / BEST)
     atomic_write_text(work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return TrainResult(work, fit.best_epoch, fit.best_val, fit.epoch, metrics["stopped_early"], metrics)
+
+
+def stopping_starts(buffer: SeriesBuffer, parts: Parts) -> torch.Tensor:
+    """One window per validated series whose targets are its early-stopping window."""
+    index = np.flatnonzero(parts.validated)
+    return buffer.origin_starts(parts.train[index], index)
+
+
+def calibration_starts(buffer: SeriesBuffer, parts: Parts) -> torch.Tensor:
+    """One window per calibrated series whose targets are its calibration window (its last horizon)."""
+    index = np.flatnonzero(parts.calibrated)
+    return buffer.origin_starts(parts.stop_end[index], index)
+
+
+def seen_by_run(series: SeriesSet, parts: Parts, refits: list[bool]) -> dict:
+    """The checkpoint's "seen" (format 4), what evaluate labels in-sample by: per series (in
+    series_ids order) the timestamp of the last point of its training part, of its early-stopping
+    window and of its calibration window (None: it has none); per ensemble member whether refit
+    then trained on every point, up to last_timestamps."""
+    step = to_offset(series.freq)
+
+    def last(counts: np.ndarray, keep: np.ndarray) -> list[str | None]:
+        return [(start + (int(count) - 1) * step).isoformat() if has else None
+                for start, count, has in zip(series.starts, counts, keep)]
+
+    everyone = np.ones(len(series), dtype=bool)
+    return {"train_end": last(parts.train, everyone),
+            "early_stopping_end": last(parts.stop_end, parts.validated),
+            "calibration_end": last(series.lengths(), parts.calibrated), "refit": list(refits)}
+
+
+def _validation_label(parts: Parts, refit: bool) -> dict:
+    """What metrics.json's "validation" (and "intervals", "quantile_loss") scores are."""
+    where = ("the horizon before each calibrated series' calibration window, else the last horizon"
+             if parts.calibrated.any() else "the last horizon of each validated series")
+    note = (f"early-stopping windows ({where}): they chose the best epoch and drove the learning-rate "
+            f"schedule, so these scores are in-sample for model selection, not held out")
+    if refit:
+        note += "; refit then trained on them"
+    return {"kind": "early_stopping", "in_sample": True, "n_series": int(parts.validated.sum()),
+            "scores": ["validation", "intervals", "quantile_loss"], "note": note}
 
 
 def _arithmetic(config: Config, device: torch.device, autocast: torch.dtype | None) -> dict:
@@ -593,15 +714,18 @@ def _write_history(path: Path, history: list[dict]) -> None:
 
 def validation_metrics(model, buffer: SeriesBuffer, val_starts: torch.Tensor, is_validated: np.ndarray,
                        series: SeriesSet, scaler: Scaler, horizon: int,
-                       autocast: torch.dtype | None, quantiles: list[float] | None = None) -> dict:
-    """Model vs naive baselines on the validation part (last `horizon` points), original units;
-    with quantiles also interval coverage and pinball losses (of the uncalibrated model)."""
+                       autocast: torch.dtype | None, quantiles: list[float] | None = None,
+                       ends: np.ndarray | None = None) -> dict:
+    """Model vs naive baselines on the early-stopping windows, original units: the `horizon` points
+    before `ends` (per validated series; default: their last `horizon`). With quantiles also
+    interval coverage and pinball losses (of the uncalibrated model)."""
     scaled = forecast_windows(model, buffer.model_inputs, val_starts, autocast).cpu().double().numpy()
     forecast = unscale(scaled, scaler.loc[is_validated], scaler.scale[is_validated])
     point = forecast if forecast.ndim == 2 else forecast[..., model.median_index]
     values = [v for v, keep in zip(series.values, is_validated) if keep]
-    actual = np.stack([v[-horizon:] for v in values])
-    histories = [v[:-horizon] for v in values]
+    ends = np.array([len(v) for v in values]) if ends is None else ends
+    actual = np.stack([v[end - horizon: end] for v, end in zip(values, ends)])
+    histories = [v[: end - horizon] for v, end in zip(values, ends)]
     season = season_length(series.freq)
     metrics = {"horizon": horizon, "season_length": season, "n_series": len(series),
                "n_validated": len(values), "validation": compare(actual, point, histories, season)}
@@ -613,9 +737,10 @@ def validation_metrics(model, buffer: SeriesBuffer, val_starts: torch.Tensor, is
 @torch.no_grad()
 def calibrate(model: Ensemble, buffer: SeriesBuffer, val_starts: torch.Tensor, horizon: int,
               autocast: torch.dtype | None) -> dict:
-    """Conformalized quantile regression on the validation windows: per symmetric pair of levels
-    and per step, the correction (window-normalised units) that makes the interval cover its
-    nominal share of the validation targets. Plain lists, for the checkpoint and metrics.json."""
+    """Conformalized quantile regression on the calibration windows `starts` (train.calibration_starts:
+    neither trained on nor used to choose the epoch): per symmetric pair of levels and per step, the
+    correction (window-normalised units) that makes the interval cover its nominal share of their
+    targets. Plain lists, for the checkpoint and metrics.json."""
     quantiles = forecast_windows(model, buffer.model_inputs, val_starts, autocast)  # (n, horizon, Q) scaled
     _, targets = buffer.windows(val_starts, horizon)                          # (n, horizon)
     scale = model.conformal_scale(buffer.inputs(val_starts))                   # (n, 1)

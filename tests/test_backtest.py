@@ -50,8 +50,8 @@ def test_one_window_is_the_plain_evaluate(sales_run, tmp_path):
     assert one["metrics"] == plain["metrics"]                       # bit for bit
     assert one["windows"] == 1 and one["step"] == H
     assert one["per_window"] == [{"window": 1, "steps_before_end": 0, "n_series": 12,
-                                  "metrics": plain["metrics"]}]
-    assert "per window" not in one["stdout"] and "12 series, last 12 held out" in one["stdout"]
+                                  "metrics": plain["metrics"], "in_sample": plain["in_sample"]}]
+    assert "per window" not in one["stdout"] and "12 series, last 12 scored" in one["stdout"]
 
 
 def test_three_windows(sales_run, tmp_path):
@@ -209,7 +209,7 @@ def test_too_many_windows_score_what_has_history(sales_run, tmp_path):
     mae = np.array([w["metrics"]["model"]["mae"] for w in windows[1:]])
     assert np.isclose(report["metrics"]["model"]["mae"], np.sum(n * mae) / n.sum(), rtol=1e-12)
     row = next(line for line in report["stdout"].splitlines() if line.startswith("│      1 │"))
-    assert [c.strip() for c in row.split("│")[1:-1]] == ["1", "84", "0"] + ["-"] * 6
+    assert [c.strip() for c in row.split("│")[1:-1]] == ["1", "84", "0"] + ["-"] * 7   # in-sample too
 
 
 def test_series_too_short_for_the_latest_window_is_still_an_error(sales_run, tmp_path):
@@ -229,12 +229,13 @@ def test_json_shape(sales_run, tmp_path):
     written = json.loads(out.read_text())
     assert written == report
     assert list(written) == ["data", "run", "horizon", "season_length", "n_series", "metrics",
-                             "windows", "step", "per_window"]
+                             "windows", "step", "per_window", "in_sample"]
     assert written["data"] == str(SALES) and written["run"] == str(sales_run)
     assert written["horizon"] == H and written["season_length"] == season_length("MS") == 12
     assert written["n_series"] == 12 and written["windows"] == 3 and written["step"] == 6
     assert set(written["metrics"]) == set(FORECASTERS)
-    assert [list(w) for w in written["per_window"]] == [["window", "steps_before_end", "n_series", "metrics"]] * 3
+    assert [list(w) for w in written["per_window"]] == [["window", "steps_before_end", "n_series", "metrics",
+                                                         "in_sample"]] * 3
     assert [(w["window"], w["steps_before_end"], w["n_series"]) for w in written["per_window"]] == [
         (1, 12, 12), (2, 6, 12), (3, 0, 12)]
     for w in written["per_window"]:

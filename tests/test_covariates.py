@@ -173,7 +173,7 @@ def test_future_covariate_beats_the_same_model_without_it(data, tmp_path):
 
 def test_run_records_its_features(cov_run):
     payload = load_checkpoint(cov_run / "model.pt")
-    assert payload["format_version"] == 3
+    assert payload["format_version"] == 4
     features = payload["features"]
     assert features["layout"] == ["value", "observed", "temp", "promo", "month_sin", "month_cos"]
     assert features["past"] == ["temp"] and features["future"] == ["promo"] and features["calendar"] == "auto"

@@ -134,7 +134,7 @@ def test_module_entry_point():
 def test_checkpoint_loads_weights_only(sales_run):
     for name in ("model.pt", "last.pt"):
         payload = torch.load(sales_run / name, map_location="cpu", weights_only=True)
-        assert payload["format_version"] == 3
+        assert payload["format_version"] == 4
         assert payload["freq"] == "MS" and payload["columns"]["time_col"] == "ds"
         assert len(payload["scaler"]["loc"]) == 12 and payload["series_ids"][0] == "store_01"
         assert payload["last_timestamps"][0].startswith("2024-12-01")

@@ -21,7 +21,7 @@ from lstmcast.metrics import interval_metrics, pinball_loss, quantile_metrics
 from lstmcast.model import Ensemble, Forecaster, forecast_windows
 from lstmcast.predict import load_run, read_for_run
 from lstmcast.quantiles import conformal_correction, interval_scores, keep_monotone, widen
-from lstmcast.train import MaseLoss, PinballLoss, calibrate, make_loss
+from lstmcast.train import MaseLoss, PinballLoss, calibrate, calibration_starts, make_loss, split_parts
 from lstmcast.windows import SeriesBuffer
 
 LEVELS = [0.1, 0.5, 0.9]
@@ -37,7 +37,8 @@ def quantile_run(tmp_path_factory):
                      "--set", "train.ensemble=2")
     assert result.exit_code == 0, result.stderr
     assert "validation intervals (before conformal calibration)" in result.stderr
-    assert "conformal corrections from 12 validated series" in result.stderr
+    # The 11 stores of 96 months calibrate on their last year; store_12 (36) is too short (3 x 12 + 1).
+    assert "conformal corrections from 11 calibration windows" in result.stderr
     return out
 
 
@@ -203,11 +204,11 @@ def test_predict_writes_quantile_columns(quantile_run, tmp_path):
 
 def test_checkpoint_holds_the_corrections_as_plain_lists(quantile_run):
     payload = torch.load(quantile_run / "model.pt", map_location="cpu", weights_only=True)
-    assert payload["format_version"] == 3 and len(payload["models"]) == 2
+    assert payload["format_version"] == 4 and len(payload["models"]) == 2
     assert payload["config"]["model"]["quantiles"] == LEVELS and payload["config"]["model"]["conformal"] is True
     conformal = payload["conformal"]
     assert conformal["pairs"] == [[0.1, 0.9]] and conformal["names"] == ["0.1-0.9"]
-    assert conformal["n_calibration"] == 12
+    assert conformal["n_calibration"] == 11 and conformal["windows"].startswith("calibration windows")
     assert len(conformal["corrections"]) == 1 and len(conformal["corrections"][0]) == 12
     assert all(isinstance(c, float) and math.isfinite(c) for c in conformal["corrections"][0])
     metrics = json.loads((quantile_run / "metrics.json").read_text())
@@ -217,12 +218,15 @@ def test_checkpoint_holds_the_corrections_as_plain_lists(quantile_run):
     assert run.levels == (0.1, 0.5, 0.9) and run.quantiles == LEVELS
     torch.testing.assert_close(run.model.corrections, torch.tensor(conformal["corrections"]))
 
-    # The corrections are what calibrate() computes from the validation windows of the same run.
+    # The corrections are what calibrate() computes from the calibration windows of the same run:
+    # the last 12 points of the 11 stores long enough, after their early-stopping windows.
     series = read_for_run(run, SALES)
     raw = Ensemble.from_weights(run.config, payload["models"]).eval()
     scaled = [(v - lo) / sc for v, lo, sc in zip(series.values, run.scaler.loc, run.scaler.scale)]
     buffer = SeriesBuffer.build(scaled, run.config.input_length, torch.device("cpu"))
-    again = calibrate(raw, buffer, buffer.target_starts(12), 12, None)
+    windows = calibration_starts(buffer, split_parts(series.lengths(), 12, conformal=True))
+    torch.testing.assert_close(windows, buffer.target_starts(12)[:11])
+    again = calibrate(raw, buffer, windows, 12, None)
     np.testing.assert_allclose(again["corrections"], conformal["corrections"], rtol=1e-6)
     # ... and applied per step in window-normalised units: q_0.9 moves up by c * the window's scale.
     starts = buffer.forecast_starts()
@@ -278,7 +282,7 @@ def test_evaluate_reports_intervals(quantile_run, sales_run, tmp_path):
     assert "prediction intervals (model)" in result.stdout and "q_0.1..q_0.9" in result.stdout
     report = json.loads(out.read_text())
     assert list(report) == ["data", "run", "horizon", "season_length", "n_series", "metrics", "intervals",
-                            "quantile_loss", "windows", "step", "per_window"]
+                            "quantile_loss", "windows", "step", "per_window", "in_sample"]
     assert list(report["intervals"]) == ["0.1-0.9"]
     interval = report["intervals"]["0.1-0.9"]
     assert set(interval) == {"nominal", "coverage", "width"} and interval["nominal"] == 0.8
@@ -296,7 +300,8 @@ def test_evaluate_reports_intervals(quantile_run, sales_run, tmp_path):
     assert interval["width"] == pytest.approx(np.mean(upper - lower))
     assert report["quantile_loss"]["0.5"] == pytest.approx(report["metrics"]["model"]["mae"] / 2)
     for window in report["per_window"]:
-        assert list(window) == ["window", "steps_before_end", "n_series", "metrics", "intervals", "quantile_loss"]
+        assert list(window) == ["window", "steps_before_end", "n_series", "metrics", "intervals", "quantile_loss",
+                                "in_sample"]
         rows = result.window == window["window"]
         assert window["intervals"]["0.1-0.9"]["coverage"] == pytest.approx(inside[rows].mean())
     # A window no series reaches (84 points before the end; the stores have 96 and 36): null.
@@ -340,7 +345,7 @@ def test_refit_corrections_come_from_the_pre_refit_weights(tmp_path):
     series = read_for_run(run, SALES)
     scaled = [(v - lo) / sc for v, lo, sc in zip(series.values, run.scaler.loc, run.scaler.scale)]
     buffer = SeriesBuffer.build(scaled, run.config.input_length, torch.device("cpu"))
-    starts = buffer.target_starts(12)
+    starts = calibration_starts(buffer, split_parts(series.lengths(), 12, conformal=True))
     held_out = Ensemble.from_weights(run.config, [last["best_weights"]]).eval()
     refitted = Ensemble.from_weights(run.config, best["models"]).eval()
     recorded = np.array(best["conformal"]["corrections"])
@@ -393,7 +398,8 @@ def seasonal_csv(path, n_series: int, length: int, seed: int = 0) -> None:
 def test_conformal_intervals_reach_nominal_coverage_out_of_sample(tmp_path):
     """80 series; train on 60 months, evaluate on the next 12 (unseen): 960 points.
 
-    The corrections come from the 80 validation windows, so the out-of-sample coverage of the 80%
+    The corrections come from the 80 calibration windows (the last 12 of the 60 months, after the
+    early-stopping windows: neither trained on nor used to choose the epoch), so the out-of-sample coverage of the 80%
     interval is 0.8 up to sampling noise: about 0.045 per step from 80 calibration points, averaged
     over 12 steps, plus 0.013 from 960 test points, some 0.02 in all; 0.7..0.9 is 5 of those. After
     2 epochs the tiny model's own intervals are too narrow (about 0.67 here): the same weights
@@ -410,7 +416,7 @@ def test_conformal_intervals_reach_nominal_coverage_out_of_sample(tmp_path):
     assert metrics["conformal"]["n_calibration"] == 80
     corrections = np.array(metrics["conformal"]["corrections"][0])
     validation_coverage = metrics["intervals"]["0.1-0.9"]["coverage"]
-    # Under-covering on the validation part -> the intervals are widened there on average.
+    # Under-covering on the early-stopping windows -> the intervals are widened on average.
     assert validation_coverage < 0.8 and corrections.mean() > 0
 
     report = evaluate(full, out)
