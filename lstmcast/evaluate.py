@@ -89,25 +89,23 @@ def backtest(run: Run, series: SeriesSet, windows: int = 1, step: int | None = N
 def _utc_ns(times) -> np.ndarray:
     """int64 nanoseconds (UTC for tz-aware times, as given for naive ones; NaT for None) of a
     DatetimeIndex, or of a list of timestamps or ISO strings."""
-    if isinstance(times, pd.DatetimeIndex):
-        return times.asi8
-    return pd.DatetimeIndex(pd.to_datetime(list(times), utc=True)).asi8
+    if not isinstance(times, pd.DatetimeIndex):
+        times = pd.DatetimeIndex(pd.to_datetime(list(times), utc=True))
+    return times.as_unit("ns").asi8   # pandas may infer "us" from text: compare like with like
 
 
 def points_up_to(series: SeriesSet, cutoffs: list) -> np.ndarray:
     """(n_series,) how many points of each series lie at or before its cutoff (None: 0).
 
-    All series lie on one grid of the data's frequency: positions come from one date range over
-    the whole file and a binary search, with no loop over series."""
+    One comparison over every series' timestamps at once (series.times()), then a cumulative sum
+    per series: no loop over series, and any grid of timegrid's works (MS@15, B, DST in UTC)."""
     lengths = series.lengths()
-    starts = pd.DatetimeIndex(series.starts)
-    head = pd.date_range(starts.min(), starts.max(), freq=series.freq)
-    first = np.searchsorted(_utc_ns(head), _utc_ns(starts))                 # grid index of each start
-    grid = _utc_ns(pd.date_range(starts.min(), periods=int((first + lengths).max()), freq=series.freq))
     cut = _utc_ns(cutoffs)
     known = cut != np.iinfo(np.int64).min                                     # NaT: no cutoff
-    count = np.searchsorted(grid, cut, side="right") - first
-    return np.where(known, np.clip(count, 0, lengths), 0)
+    before = _utc_ns(series.times()) <= np.repeat(cut, lengths)               # (total points,)
+    ends = np.cumsum(lengths)
+    total = np.concatenate([[0], np.cumsum(before)])
+    return np.where(known, total[ends] - total[ends - lengths], 0)
 
 
 def seen_points(run: Run, series: SeriesSet) -> dict[str, np.ndarray] | None:

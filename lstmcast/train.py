@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
-from pandas.tseries.frequencies import to_offset
 
-from . import __version__, rundir
+from . import __version__, rundir, timegrid
 from .checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, save_checkpoint
 from .config import Config, config_from_dict, quantile_pairs
 from .covariates import FeatureSpec
@@ -670,11 +670,11 @@ def seen_by_run(series: SeriesSet, parts: Parts, refits: list[bool]) -> dict:
     series_ids order) the timestamp of the last point of its training part, of its early-stopping
     window and of its calibration window (None: it has none); per ensemble member whether refit
     then trained on every point, up to last_timestamps."""
-    step = to_offset(series.freq)
+    starts = pd.DatetimeIndex(series.starts)
 
     def last(counts: np.ndarray, keep: np.ndarray) -> list[str | None]:
-        return [(start + (int(count) - 1) * step).isoformat() if has else None
-                for start, count, has in zip(series.starts, counts, keep)]
+        ends = timegrid.shift(series.grid, starts, np.maximum(counts, 1) - 1)
+        return [end.isoformat() if has else None for end, has in zip(ends, keep)]
 
     everyone = np.ones(len(series), dtype=bool)
     return {"train_end": last(parts.train, everyone),
