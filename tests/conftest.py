@@ -16,9 +16,38 @@ LOAD_WIDE = ROOT / "sample_data" / "load_hourly_wide.csv"
 TINY = ["--set", "model.hidden_size=8", "--set", "model.layers=1", "--set", "train.batch_size=128"]
 
 
+PREFIX = "lstmcast: error: "
+
+
 def run_cli(*args) -> object:
     """Invoke the CLI; the result has exit_code, stdout and stderr (kept apart)."""
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+cli = run_cli
+
+
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every path under folder -> its bytes (None for directories)."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+def error_line(result, *fragments: str) -> str:
+    """Assert a clean user error (exit 2, one stderr line starting with PREFIX and holding every
+    fragment, no traceback, nothing on stdout); return that line."""
+    unexpected = result.exception is not None and not isinstance(result.exception, SystemExit)
+    assert not unexpected, f"crashed with {result.exception!r} (a traceback for the user)"
+    assert "Traceback" not in result.output
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, f"expected one stderr line, got: {result.stderr!r}"
+    line = lines[0]
+    assert line.startswith(PREFIX), line
+    for fragment in fragments:
+        assert fragment in line, f"{fragment!r} missing from: {line}"
+    assert result.stdout == ""
+    return line
 
 
 @pytest.fixture(scope="session")

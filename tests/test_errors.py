@@ -17,26 +17,21 @@ import pandas as pd
 import pytest
 import torch
 import typer
-from typer.testing import CliRunner
+from conftest import PREFIX, cli, error_line, snapshot
 
 from lstmcast import cli as cli_module
-from lstmcast.cli import app
 from lstmcast.config import load_config, safe_load
 
 # ---------------------------------------------------------------------------------------------
-# Helpers (copied from tests/test_bad_inputs.py on purpose: conftest.py is owned by other tests).
+# Helpers (cli, error_line, snapshot and PREFIX are shared, in conftest.py).
 
 ROOT = Path(__file__).resolve().parents[1]
 SALES = ROOT / "sample_data" / "sales_monthly.csv"
-PREFIX = "lstmcast: error: "
 HEADER = "unique_id,ds,y\n"
 FAST = ["--set", "train.epochs=1", "--horizon", "2"]
 TINY_MODEL = ["--set", "model.hidden_size=8", "--set", "model.layers=1"]
 
 
-def cli(*args):
-    """Run the real CLI in-process; the result keeps stdout and stderr apart."""
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def rows(sid: str | None, n: int, start: str = "2020-01-01", freq: str = "D", first: float = 1.0,
@@ -47,26 +42,8 @@ def rows(sid: str | None, n: int, start: str = "2020-01-01", freq: str = "D", fi
     return "".join(f"{lead}{t},{first + i * step:g}\n" for i, t in enumerate(times))
 
 
-def snapshot(folder: Path) -> dict[str, bytes | None]:
-    """Every path under folder -> its bytes (None for directories)."""
-    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None)
-            for p in sorted(folder.rglob("*"))}
 
 
-def error_line(result, *fragments: str) -> str:
-    """Assert a clean user error (exit 2, one stderr line, no traceback); return that line."""
-    unexpected = result.exception is not None and not isinstance(result.exception, SystemExit)
-    assert not unexpected, f"crashed with {result.exception!r} (a traceback for the user)"
-    assert "Traceback" not in result.output
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, f"expected one stderr line, got: {result.stderr!r}"
-    line = lines[0]
-    assert line.startswith(PREFIX), line
-    for fragment in fragments:
-        assert fragment in line, f"{fragment!r} missing from: {line}"
-    assert result.stdout == ""
-    return line
 
 
 def good_long() -> str:

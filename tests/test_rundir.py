@@ -23,44 +23,24 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from conftest import PREFIX, cli, error_line, snapshot
 
 from lstmcast import outputs, rundir
-from lstmcast.cli import app
 from lstmcast.config import Config, load_config
 from lstmcast.train import Step, train
 
 # ---------------------------------------------------------------------------------------------
-# Helpers (copied from test_bad_inputs.py on purpose: each test file owns its helpers).
+# Helpers (cli, error_line, snapshot and PREFIX are shared, in conftest.py).
 
-PREFIX = "lstmcast: error: "
 FAST = ["--set", "train.epochs=1", "--horizon", "2", "--set", "model.hidden_size=8",
         "--set", "model.layers=1"]
 RUN_FILES = {".lstmcast-run", "config.yaml", "history.csv", "last.pt", "metrics.json", "model.pt"}
 
 
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def snapshot(folder: Path) -> dict[str, bytes | None]:
-    """Every path under folder -> its bytes (None for directories)."""
-    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None)
-            for p in sorted(folder.rglob("*"))}
 
 
-def error_line(result, *fragments: str) -> str:
-    """Assert a clean user error (exit 2, one stderr line, no traceback); return that line."""
-    unexpected = result.exception is not None and not isinstance(result.exception, SystemExit)
-    assert not unexpected, f"crashed with {result.exception!r}"
-    assert "Traceback" not in result.output
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, f"expected one stderr line, got: {result.stderr!r}"
-    assert lines[0].startswith(PREFIX), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} missing from: {lines[0]}"
-    return lines[0]
 
 
 def csv_text(n: int = 12) -> str:

@@ -8,35 +8,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from conftest import cli, error_line
 
 from lstmcast import timegrid
-from lstmcast.cli import app
 from lstmcast.data import read_series
 
-PREFIX = "lstmcast: error: "
 FAST = ["--set", "train.epochs=1", "--set", "model.hidden_size=8", "--set", "model.layers=1",
         "--horizon", "2", "-q"]
 
 
-def cli(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def error_line(result, *fragments: str) -> str:
-    """Assert a clean user error (exit 2, one stderr line, no traceback); return that line."""
-    unexpected = result.exception is not None and not isinstance(result.exception, SystemExit)
-    assert not unexpected, f"crashed with {result.exception!r} (a traceback for the user)"
-    assert "Traceback" not in result.output
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, f"expected one stderr line, got: {result.stderr!r}"
-    line = lines[0]
-    assert line.startswith(PREFIX), line
-    for fragment in fragments:
-        assert fragment in line, f"{fragment!r} missing from: {line}"
-    assert result.stdout == ""
-    return line
 
 
 def write(tmp_path: Path, text: str, name: str = "data.csv") -> Path:
