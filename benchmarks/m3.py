@@ -1,4 +1,4 @@
-"""M3 accuracy (kept for the command in the README and issue): `benchmarks/accuracy.py m3-<subset>`.
+"""M3 accuracy (kept for the command in docs/accuracy.md and the issue): `benchmarks/accuracy.py m3-<subset>`.
 
     python benchmarks/m3.py                        # M3 monthly, configs/m3_monthly.yaml
     python benchmarks/m3.py --subset quarterly     # M3 quarterly, configs/quarterly.yaml

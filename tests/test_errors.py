@@ -251,7 +251,7 @@ def test_ensemble_lookback_longer_than_every_series(tmp_path):
 
 
 def test_default_lookback_longer_than_series_is_padded(tmp_path):
-    # horizon 3: the default lookback 9 exceeds the 8-point series; they are left-padded (README).
+    # horizon 3: the default lookback 9 exceeds the 8-point series; they are left-padded (docs/data.md).
     data = tmp_path / "data.csv"
     data.write_text(good_long())
     result = cli("train", data, "--out", tmp_path / "run", "--horizon", 3, "--set", "train.epochs=1",
