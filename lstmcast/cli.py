@@ -262,7 +262,7 @@ def train(
     future_covariates: str | None = typer.Option(
         None, "--future-covariates", help="Numeric columns known in advance, e.g. price,promo (predict --future)."),
     set_: List[str] | None = typer.Option(None, "--set", help="Config override key=value, repeatable."),
-    device: str | None = typer.Option(None, "--device", help="auto|cpu|cuda|mps."),
+    device: str | None = typer.Option(None, "--device", help="auto|cpu|cuda|cuda:N|mps."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from last.pt."),
     overwrite: bool = typer.Option(False, "--overwrite",
@@ -311,7 +311,7 @@ def predict(
     horizon: int | None = typer.Option(None, "--horizon", help="Steps to forecast (at most the trained horizon)."),
     future: Path | None = typer.Option(None, "--future",
                                        help="CSV of future covariates: id, time, the columns, every forecast step."),
-    device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|mps."),
+    device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|cuda:N|mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
     """Forecast past the end of every series in DATA."""
@@ -337,7 +337,7 @@ def evaluate(
     windows: int = typer.Option(1, "--windows",
                                 help="Backtest windows (forecast origins) per series; 1 = the last horizon only."),
     step: int | None = typer.Option(None, "--step", help="Steps between window origins (default: the horizon)."),
-    device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|mps."),
+    device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|cuda:N|mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
     """Score the model on held-out data against naive and seasonal-naive baselines."""
@@ -380,7 +380,7 @@ def plot(
                                        help="Past points shown per series (default 4 x horizon, at least lookback)."),
     future: Path | None = typer.Option(None, "--future",
                                        help="CSV of the future covariates (runs trained with --future-covariates)."),
-    device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|mps."),
+    device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|cuda:N|mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
     """Draw each series' recent history and its forecast into one figure."""
