@@ -1,5 +1,8 @@
 """The command line. The only module that imports typer or rich.
 
+The core (train, predict, evaluate, plot: torch, pandas, matplotlib) is imported inside each
+command body, so `lstmcast --help` and a usage error answer at once.
+
 User errors (LstmcastError) -> one line on stderr, exit 2. Ctrl-C -> exit 130. Anything else is a
 bug: traceback, exit 1. On a terminal progress is drawn with rich; otherwise (cron, pipes) plain
 lines go to stderr and nothing is animated.
@@ -35,14 +38,6 @@ from .config import (
     read_yaml,
 )
 from .errors import LstmcastError
-from .evaluate import evaluate as evaluate_run
-from .metrics import pair_name
-from .plot import plot_forecasts
-from .plot import plot_history as plot_history_run
-from .predict import predict as predict_run
-from .rundir import Recovered
-from .train import EpochEnd, Step, TrainStart
-from .train import train as train_run
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train stacked-LSTM forecasters on CSV files, forecast and evaluate them.")
@@ -99,6 +94,9 @@ class Reporter:
     def __call__(self, event) -> None:
         if self.quiet:
             return
+        from .rundir import Recovered  # loaded by then: events come from a running train
+        from .train import EpochEnd, Step, TrainStart
+
         if isinstance(event, Recovered):
             self.info(event.message)
         elif isinstance(event, TrainStart):
@@ -178,6 +176,8 @@ class Reporter:
         mean width), then one per level without its mirror; the pinball loss of each level."""
         if self.quiet or "quantile_loss" not in result or result["quantile_loss"] is None:
             return
+        from .metrics import pair_name
+
         table = Table(title=title)
         for name in ("quantiles", "nominal", "coverage", "width", "pinball loss"):
             table.add_column(name, justify="right")
@@ -262,7 +262,7 @@ def train(
     future_covariates: str | None = typer.Option(
         None, "--future-covariates", help="Numeric columns known in advance, e.g. price,promo (predict --future)."),
     set_: List[str] | None = typer.Option(None, "--set", help="Config override key=value, repeatable."),
-    device: str | None = typer.Option(None, "--device", help="auto|cpu|cuda|mps."),
+    device: str | None = typer.Option(None, "--device", help="auto|cpu|cuda|cuda:N|mps."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from last.pt."),
     overwrite: bool = typer.Option(False, "--overwrite",
@@ -273,6 +273,8 @@ def train(
     reporter = Reporter(quiet)
 
     def body():
+        from .train import train as train_run
+
         base = _saved_config(out) if resume else None
         targets = [t.strip() for t in target.split(",") if t.strip()] if target else None
         cfg = _build_config(config, set_, base, id_col=id_col, time_col=time_col, target=targets,
@@ -309,11 +311,13 @@ def predict(
     horizon: int | None = typer.Option(None, "--horizon", help="Steps to forecast (at most the trained horizon)."),
     future: Path | None = typer.Option(None, "--future",
                                        help="CSV of future covariates: id, time, the columns, every forecast step."),
-    device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|mps."),
+    device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|cuda:N|mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
     """Forecast past the end of every series in DATA."""
     def body():
+        from .predict import predict as predict_run
+
         frame = predict_run(data, model, out, horizon=horizon, device=device, future=future)
         if not quiet:
             n_series = frame.iloc[:, 0].nunique()
@@ -333,11 +337,13 @@ def evaluate(
     windows: int = typer.Option(1, "--windows",
                                 help="Backtest windows (forecast origins) per series; 1 = the last horizon only."),
     step: int | None = typer.Option(None, "--step", help="Steps between window origins (default: the horizon)."),
-    device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|mps."),
+    device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|cuda:N|mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
     """Score the model on held-out data against naive and seasonal-naive baselines."""
     def body():
+        from .evaluate import evaluate as evaluate_run
+
         result = evaluate_run(data, model, out, device=device, season=season, windows=windows, step=step)
         reporter = Reporter(quiet)
         n, horizon, season_ = result["n_series"], result["horizon"], result["season_length"]
@@ -374,11 +380,13 @@ def plot(
                                        help="Past points shown per series (default 4 x horizon, at least lookback)."),
     future: Path | None = typer.Option(None, "--future",
                                        help="CSV of the future covariates (runs trained with --future-covariates)."),
-    device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|mps."),
+    device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|cuda:N|mps."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
     """Draw each series' recent history and its forecast into one figure."""
     def body():
+        from .plot import plot_forecasts
+
         ids = [s.strip() for item in series for s in item.split(",") if s.strip()] if series else None
         result = plot_forecasts(data, model, out, series_ids=ids, history=history, device=device,
                                 future=future)
@@ -398,6 +406,8 @@ def plot_history(
 ) -> None:
     """Draw training and validation loss per epoch, and the learning rate, from history.csv."""
     def body():
+        from .plot import plot_history as plot_history_run
+
         result = plot_history_run(run_dir, out)
         if not quiet:
             what = (f"{len(result.members)} members, {result.epochs} epochs in all" if len(result.members) > 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,21 @@ from typing import Any
 import yaml
 
 from .errors import LstmcastError
+
+# train.device and every --device: "cuda:N" is the GPU of index N. Whether it works here is
+# checked by allocating on it (device.resolve_device).
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+
+def is_choice(value: Any, choices: tuple) -> bool:
+    """`value` is one of `choices`, where a choice "name:N" stands for name:0, name:1, ..."""
+    for choice in choices:
+        if isinstance(choice, str) and choice.endswith(":N"):
+            if isinstance(value, str) and re.fullmatch(re.escape(choice[:-1]) + "[0-9]+", value):
+                return True
+        elif value == choice:
+            return True
+    return False
 
 
 def _key(default: Any, *, choices: tuple | None = None, minimum: float | None = None,
@@ -120,7 +136,7 @@ class TrainConfig:
     lr_factor: float = _key(0.5, minimum=0.0, maximum=1.0)
     loss: str = _key("mse", choices=("mse", "mae", "huber", "smape", "mase"))
     precision: str = _key("auto", choices=("auto", "bf16", "fp32", "tf32"))
-    device: str = _key("auto", choices=("auto", "cpu", "cuda", "mps"))
+    device: str = _key("auto", choices=DEVICES)
     seed: int = _key(0, minimum=0)
     ensemble: int = _key(1, minimum=1)
     refit_epochs: int = _key(0, minimum=0)
@@ -242,7 +258,7 @@ def _check_value(key: str, f: dataclasses.Field, value: Any) -> Any:
         return _check_items(key, meta, value)
     if kind is float and not math.isfinite(value):
         raise LstmcastError(f"config key '{key}' must be a finite number, got {value!r}")
-    if meta["choices"] is not None and value not in meta["choices"]:
+    if meta["choices"] is not None and not is_choice(value, meta["choices"]):
         allowed = "|".join(meta["choices"])
         raise LstmcastError(f"config key '{key}' must be one of {allowed}, got {value!r}")
     if meta["minimum"] is not None and value < meta["minimum"]:

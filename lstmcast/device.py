@@ -11,13 +11,14 @@ import sys
 import numpy as np
 import torch
 
+from .config import DEVICES, is_choice
 from .errors import LstmcastError
 
 
 def _usable(device: str) -> bool:
     """A backend counts as available only if a tensor can really be put on it."""
     try:
-        if device == "cuda" and not torch.cuda.is_available():
+        if device.startswith("cuda") and not torch.cuda.is_available():
             return False
         if device == "mps" and not (getattr(torch.backends, "mps", None)
                                     and torch.backends.mps.is_available()):
@@ -29,7 +30,10 @@ def _usable(device: str) -> bool:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda, then mps, then cpu; an explicit device must work or it is an error."""
+    """'auto' -> cuda, then mps, then cpu; an explicit device (config.DEVICES: cpu, cuda, cuda:N,
+    mps) must work or it is an error."""
+    if not is_choice(name, DEVICES):
+        raise LstmcastError(f"--device {name}: not a device lstmcast runs on; use {'|'.join(DEVICES)}")
     if name == "auto":
         for candidate in ("cuda", "mps"):
             if _usable(candidate):

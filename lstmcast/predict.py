@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .checkpoint import BEST, atomic_write_text, load_checkpoint
 from .config import Config, config_from_dict, quantile_column, read_yaml
@@ -20,6 +20,9 @@ from .precision import forecast_autocast, fp32_math
 from .rundir import check_output
 from .scaling import Scaler, check_magnitude, unscale
 from .windows import SeriesBuffer
+
+if TYPE_CHECKING:  # torch itself is used through model, windows and device
+    import torch
 
 
 @dataclass
