@@ -21,7 +21,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from . import __version__, rundir, timegrid
 from .checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, save_checkpoint
@@ -30,6 +29,7 @@ from .covariates import FeatureSpec
 from .data import SeriesSet, read_series
 from .device import describe, fallbacks, resolve_device, seed_everything
 from .errors import LstmcastError
+from .losses import Loss, MaseLoss, PinballLoss, make_loss, seasonal_scale  # noqa: F401  (re-exported)
 from .metrics import compare, pair_name, quantile_metrics, season_length
 from .model import Ensemble, Forecaster, count_parameters, forecast_windows
 from .precision import autocast_dtype, bf16_kernel, fp32_math, tf32_state
@@ -92,86 +92,6 @@ class TrainResult:
 
 
 Callback = Callable[[object], None]
-
-
-def smape_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """sMAPE / 100 (0..2). Scale-free, so with window_norm mean and data.scaling none it is the
-    competition metric itself; with a shifting normalisation it is only a proxy."""
-    return (2 * (prediction - target).abs() / (prediction.abs() + target.abs() + 1e-8)).mean()
-
-
-def seasonal_scale(inputs: torch.Tensor, season: int) -> torch.Tensor:
-    """(batch, 1): each window's in-sample MAE of the seasonal-naive forecast (lag `season`),
-    over pairs of observed points; lag 1 when the window holds no such pair; at least 1% of the
-    window's mean level, so a flat window does not blow the loss up."""
-    values, observed = inputs[..., 0].float(), inputs[..., 1].float()
-
-    def lag_mae(lag: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if values.shape[1] <= lag:
-            zero = values.new_zeros(values.shape[0], 1)
-            return zero, zero
-        both = observed[:, lag:] * observed[:, :-lag]
-        total = ((values[:, lag:] - values[:, :-lag]).abs() * both).sum(dim=1, keepdim=True)
-        return total, both.sum(dim=1, keepdim=True)
-
-    seasonal, pairs = lag_mae(season)
-    step, step_pairs = lag_mae(1)
-    scale = torch.where(pairs > 0, seasonal / pairs.clamp_min(1), step / step_pairs.clamp_min(1))
-    level = (values.abs() * observed).sum(dim=1, keepdim=True) / observed.sum(dim=1, keepdim=True).clamp_min(1)
-    return torch.maximum(scale, 0.01 * level).clamp_min(1e-8)
-
-
-class MaseLoss:
-    """MASE: the absolute error divided by the window's in-sample seasonal-naive MAE, so every
-    window weighs by how hard it is to beat seasonal naive on it (M4's scaling, per window)."""
-
-    def __init__(self, season: int):
-        self.season = season
-
-    def denominator(self, inputs: torch.Tensor, scale: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """(batch, 1): the seasonal scale in window-normalised units (prediction and target are
-        window-normalised, so the raw-unit scale is divided by `scale` too).
-
-        A window whose observed inputs are all zero has no scale at all (a series starting with
-        zeros, a closed shop): its error is measured relative to its targets' mean absolute value
-        (at least 1, the window's own unit), so one such window cannot outweigh a whole batch."""
-        raw = seasonal_scale(inputs, self.season)
-        relative = target.abs().mean(dim=1, keepdim=True).clamp_min(1.0)
-        return torch.where(raw > 1e-8, raw / scale, relative)
-
-    def __call__(self, prediction: torch.Tensor, target: torch.Tensor, inputs: torch.Tensor,
-                 scale: torch.Tensor) -> torch.Tensor:
-        return ((prediction - target).abs() / self.denominator(inputs, scale, target)).mean()
-
-
-class PinballLoss:
-    """The pinball (quantile) loss averaged over levels, steps and windows, on the window-normalised
-    scale. With `mase` each window's loss is divided by its seasonal scale, as MaseLoss does."""
-
-    def __init__(self, levels: tuple[float, ...], mase: MaseLoss | None = None):
-        self.levels = torch.tensor(levels)     # (Q,)
-        self.mase = mase
-
-    def __call__(self, prediction: torch.Tensor, target: torch.Tensor, inputs: torch.Tensor,
-                 scale: torch.Tensor) -> torch.Tensor:
-        if self.levels.device != prediction.device:  # once: no host-to-device copy per step
-            self.levels = self.levels.to(prediction.device)
-        error = target[..., None] - prediction                    # (batch, horizon, Q)
-        loss = torch.maximum(self.levels * error, (self.levels - 1.0) * error)
-        if self.mase is not None:
-            loss = loss / self.mase.denominator(inputs, scale, target)[..., None]
-        return loss.mean()
-
-
-LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss, "smape": smape_loss}
-
-
-def make_loss(name: str, season: int, levels: tuple[float, ...] | None = None):
-    """The loss function for train.loss (MASE needs the data's season length). With quantile levels
-    it is the pinball loss, scaled per window like MASE when train.loss is mase."""
-    if levels is not None:
-        return PinballLoss(levels, MaseLoss(season) if name == "mase" else None)
-    return MaseLoss(season) if name == "mase" else LOSSES[name]
 
 
 def minimum_length(horizon: int) -> int:
@@ -327,16 +247,14 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def window_loss(model, inputs: torch.Tensor, targets: torch.Tensor, loss_fn,
+def window_loss(model, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: Loss,
                 autocast: torch.dtype | None, future: torch.Tensor | None = None,
                 series: torch.Tensor | None = None) -> torch.Tensor:
     """The loss on the window-normalised scale: every window weighs the same, whatever its level."""
     with torch.autocast(inputs.device.type, dtype=autocast or torch.float32,
                         enabled=autocast is not None):
         prediction, loc, scale = model.normalized(inputs, future, series)
-    if isinstance(loss_fn, (MaseLoss, PinballLoss)):
-        return loss_fn(prediction.float(), (targets - loc) / scale, inputs, scale)
-    return loss_fn(prediction.float(), (targets - loc) / scale)
+    return loss_fn(prediction.float(), (targets - loc) / scale, inputs, scale)
 
 
 def run_epoch(model, optimizer, buffer: SeriesBuffer, starts: torch.Tensor, horizon: int,
