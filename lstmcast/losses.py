@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .mase import window_scale
+from .runtime import Runtime
 
 seasonal_scale = window_scale  # the name the training code and its tests have used
 
@@ -96,3 +97,11 @@ def make_loss(name: str, season: int, levels: tuple[float, ...] | None = None) -
     if levels is not None:
         return PinballLoss(levels, MaseLoss(season) if name == "mase" else None)
     return MaseLoss(season) if name == "mase" else PointLoss(POINT_LOSSES[name])
+
+
+def window_loss(model, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: Loss, runtime: Runtime,
+                future: torch.Tensor | None = None, series: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss on the window-normalised scale: every window weighs the same, whatever its level."""
+    with runtime.autocast_context():
+        prediction, loc, scale = model.normalized(inputs, future, series)
+    return loss_fn(prediction.float(), (targets - loc) / scale, inputs, scale)
