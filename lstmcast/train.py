@@ -1,7 +1,12 @@
 """Training, written out: read -> split -> scale -> device tensors -> epochs -> run directory.
 
 The core never prints. Progress goes to the optional `on_event` callback as the small event
-objects defined here; the CLI renders them.
+objects of events.py (re-exported here); the CLI renders them.
+
+The recipe (_train_in): _prepare (split, scale, features, device buffer) -> per ensemble member
+_fit_member (its _epoch loop, then _refit) -> _finalize (validation metrics, conformal
+corrections, metrics.json). The time split and what is measured on it live in validation.py, the
+losses in losses.py, a member's resumable state in fitstate.py, device and precision in runtime.py.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from .covariates import FeatureSpec
 from .data import SeriesSet, read_series
 from .device import describe
 from .errors import LstmcastError
+from .events import LOSS_EVERY, Callback, EpochEnd, Step, TrainResult, TrainStart  # noqa: F401  (re-exported)
 from .fitstate import Fit, make_optimizer, new_fit, parameter_groups  # noqa: F401  (parameter_groups re-exported)
 from .losses import Loss, MaseLoss, PinballLoss, make_loss, seasonal_scale, window_loss  # noqa: F401  (re-exported)
 from .metrics import season_length
@@ -55,57 +61,6 @@ from .windows import N_FEATURES, SeriesBuffer, available_memory, buffer_bytes, w
 # Keys that may differ between an interrupted run and its --resume: they change how long or
 # where it trains, not what it computes.
 RESUMABLE_KEYS = {"train.epochs", "train.patience", "train.device"}
-LOSS_EVERY = 50  # steps between running-loss reports (each one is a device sync)
-
-
-@dataclass
-class TrainStart:
-    member: int       # ensemble member, 1-based (always 1 without an ensemble)
-    members: int
-    device: str
-    precision: str
-    n_series: int
-    n_windows: int
-    parameters: int
-    epochs: int
-    steps_per_epoch: int
-    first_epoch: int  # > 1 when resuming
-    recipe: str = ""  # the member's own keys (train.members, ensemble_lookbacks), e.g. "train.loss=mase"
-
-
-@dataclass
-class Step:
-    member: int
-    epoch: int
-    step: int
-    steps: int
-    loss: float | None  # running mean of this epoch, every LOSS_EVERY steps; else None
-
-
-@dataclass
-class EpochEnd:
-    member: int
-    members: int
-    epoch: int
-    epochs: int
-    train_loss: float
-    val_loss: float
-    lr: float
-    seconds: float
-    improved: bool
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    best_epoch: int         # of the last member
-    best_val_loss: float    # of the last member
-    epochs_run: int         # of the last member
-    stopped_early: bool
-    metrics: dict
-
-
-Callback = Callable[[object], None]
 
 
 def resolve_config(config: Config, series: SeriesSet) -> Config:
