@@ -283,10 +283,12 @@ class _Run:
     held_out: list[dict]   # weights chosen on the early-stopping windows, of the finished members
     history: list[dict]    # history.csv's rows
 
-    def save_best(self, weights: dict, **more) -> None:
-        save_checkpoint({**self.meta, "models": [*self.done, weights], **more}, self.work / BEST)
+    def save_best(self, weights: dict) -> None:
+        """model.pt: the finished members' weights and `weights` for the member in training."""
+        save_checkpoint({**self.meta, "models": [*self.done, weights]}, self.work / BEST)
 
     def log(self, row: dict) -> None:
+        """One more row of history.csv (the file is rewritten whole, atomically)."""
         self.history.append(row)
         _write_history(self.work / "history.csv", self.history)
 

@@ -140,7 +140,8 @@ def validation_loss(model, buffer: SeriesBuffer, starts: torch.Tensor, horizon: 
 def validation_metrics(model, buffer: SeriesBuffer, parts: Parts, series: SeriesSet, scaler: Scaler,
                        runtime: Runtime | None, quantiles: list[float] | None = None) -> dict:
     """Model vs naive baselines on the early-stopping windows (`parts`), original units. With
-    quantiles also interval coverage and pinball losses (of the uncalibrated model)."""
+    quantiles also interval coverage and pinball losses (of the uncalibrated model). Without
+    `runtime`: fp32."""
     horizon, is_validated, ends = parts.horizon, parts.validated, parts.stop_end[parts.validated]
     val_starts = stopping_starts(buffer, parts)
     scaled = forecast_windows(model, buffer.model_inputs, val_starts, autocast_of(runtime)).cpu().double().numpy()
@@ -163,10 +164,10 @@ def calibrate(model: Ensemble, buffer: SeriesBuffer, val_starts: torch.Tensor, h
     """Conformalized quantile regression on the calibration windows `starts` (calibration_starts:
     neither trained on nor used to choose the epoch): per symmetric pair of levels and per step, the
     correction (window-normalised units) that makes the interval cover its nominal share of their
-    targets. Plain lists, for the checkpoint and metrics.json."""
-    quantiles = forecast_windows(model, buffer.model_inputs, val_starts, autocast_of(runtime))  # (n, horizon, Q) scaled
-    _, targets = buffer.windows(val_starts, horizon)                          # (n, horizon)
-    scale = model.conformal_scale(buffer.inputs(val_starts))                   # (n, 1)
+    targets. Plain lists, for the checkpoint and metrics.json. Without `runtime`: fp32."""
+    quantiles = forecast_windows(model, buffer.model_inputs, val_starts, autocast_of(runtime))  # (n, horizon, Q)
+    _, targets = buffer.windows(val_starts, horizon)                                     # (n, horizon)
+    scale = model.conformal_scale(buffer.inputs(val_starts))                             # (n, 1)
     pairs = quantile_pairs(model.levels)
     corrections = []
     for lo, hi in pairs:
