@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lstmcast.mase import competition_scale  # M3 / M4 / Tourism: lag m, no fallback
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -103,7 +105,7 @@ def smape(y: np.ndarray, f: np.ndarray) -> float:
 def mase(histories: list[np.ndarray], actual: np.ndarray, forecasts: np.ndarray, m: int) -> float:
     scores = []
     for x, y, f in zip(histories, actual, forecasts):
-        scale = np.mean(np.abs(x[m:] - x[:-m]))
+        scale = competition_scale(x, m)
         scores.append(np.mean(np.abs(y - f)) / scale)
     return float(np.mean(scores))
 

@@ -24,9 +24,11 @@ from torch import nn
 
 from lstmcast.config import load_config
 from lstmcast.device import describe, resolve_device
+from lstmcast.losses import make_loss
 from lstmcast.model import Forecaster
 from lstmcast.precision import PRECISIONS, autocast_dtype, fp32_math
-from lstmcast.train import run_epoch
+from lstmcast.runtime import Runtime
+from lstmcast.train import Batches, run_epoch
 from lstmcast.windows import N_FEATURES, SeriesBuffer
 
 
@@ -51,8 +53,8 @@ def time_lstmcast(model, optimizer, buffer, starts, args, autocast, device) -> f
     generator = torch.Generator().manual_seed(0)
     sync(device)
     began = time.perf_counter()
-    run_epoch(model, optimizer, buffer, starts, args.horizon, args.batch_size,
-              nn.functional.mse_loss, 1.0, autocast, generator)
+    run_epoch(model, optimizer, Batches(buffer, starts, args.horizon, args.batch_size, 1.0),
+              make_loss("mse", 1), generator, Runtime(device, autocast, args.precision))
     sync(device)
     return len(starts) / (time.perf_counter() - began)
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from .config import quantile_pairs
+from .mase import history_scale
 from .timegrid import season_length  # noqa: F401  (re-exported: the one table lives in timegrid)
+
+mase_scale = history_scale  # evaluation's MASE scale (mase.py has all three, and why they differ)
 
 
 def naive(histories: list[np.ndarray], horizon: int) -> np.ndarray:
@@ -28,16 +31,6 @@ def seasonal_naive(histories: list[np.ndarray], horizon: int, season: int) -> np
             last = h[-season:]
             out.append(np.array([last[k % season] for k in range(horizon)], dtype=np.float64))
     return np.stack(out)
-
-
-def mase_scale(histories: list[np.ndarray], season: int) -> np.ndarray:
-    """In-sample MAE of the seasonal-naive forecast per series (lag 1 when too short)."""
-    scales = np.full(len(histories), np.nan)
-    for i, h in enumerate(histories):
-        lag = season if len(h) > season else 1
-        if len(h) > lag:
-            scales[i] = np.mean(np.abs(h[lag:] - h[:-lag]))
-    return scales
 
 
 def point_metrics(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> dict[str, float]:
@@ -60,7 +53,7 @@ def compare(actual: np.ndarray, model_forecast: np.ndarray, histories: list[np.n
             season: int) -> dict[str, dict[str, float]]:
     """Metrics for the model and the naive / seasonal-naive baselines on the same points."""
     horizon = actual.shape[1]
-    scale = mase_scale(histories, season)
+    scale = history_scale(histories, season)
     return {
         "model": point_metrics(actual, model_forecast, scale),
         "naive": point_metrics(actual, naive(histories, horizon), scale),

@@ -1,7 +1,12 @@
 """Training, written out: read -> split -> scale -> device tensors -> epochs -> run directory.
 
 The core never prints. Progress goes to the optional `on_event` callback as the small event
-objects defined here; the CLI renders them.
+objects of events.py (re-exported here); the CLI renders them.
+
+The recipe (_train_in): _prepare (split, scale, features, device buffer) -> per ensemble member
+_fit_member (its _epoch loop, then _refit) -> _finalize (validation metrics, conformal
+corrections, metrics.json). The time split and what is measured on it live in validation.py, the
+losses in losses.py, a member's resumable state in fitstate.py, device and precision in runtime.py.
 """
 
 from __future__ import annotations
@@ -19,212 +24,43 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
-import torch.nn.functional as F
 
-from . import __version__, rundir, timegrid
+from . import __version__, rundir
 from .checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, save_checkpoint
-from .config import Config, config_from_dict, quantile_pairs
+from .config import Config, config_from_dict
 from .covariates import FeatureSpec
 from .data import SeriesSet, read_series
-from .device import describe, fallbacks, resolve_device, seed_everything
+from .device import describe
 from .errors import LstmcastError
-from .metrics import compare, pair_name, quantile_metrics, season_length
-from .model import Ensemble, Forecaster, count_parameters, forecast_windows
-from .precision import autocast_dtype, bf16_kernel, fp32_math, tf32_state
-from .precision import name as precision_name
-from .quantiles import conformal_correction, interval_scores
-from .scaling import Scaler, check_magnitude, unscale
+from .events import LOSS_EVERY, Callback, EpochEnd, Step, TrainResult, TrainStart  # noqa: F401  (re-exported)
+from .fitstate import Fit, make_optimizer, new_fit, parameter_groups  # noqa: F401  (parameter_groups re-exported)
+from .losses import Loss, MaseLoss, PinballLoss, make_loss, seasonal_scale, window_loss  # noqa: F401  (re-exported)
+from .metrics import season_length
+from .model import Ensemble, count_parameters
+from .precision import fp32_math
+from .runtime import Runtime
+from .scaling import Scaler, check_magnitude
+from .validation import (  # noqa: F401  (minimum_length .. calibrate re-exported: tests, benchmarks)
+    CALIBRATION_WINDOWS,
+    Parts,
+    calibrate,
+    calibrated,
+    calibration_starts,
+    minimum_length,
+    seen_by_run,
+    split_parts,
+    stopping_starts,
+    validated,
+    validation_label,
+    validation_loss,
+    validation_metrics,
+)
 from .windows import N_FEATURES, SeriesBuffer, available_memory, buffer_bytes, window_batch_bytes
 
 # Keys that may differ between an interrupted run and its --resume: they change how long or
 # where it trains, not what it computes.
 RESUMABLE_KEYS = {"train.epochs", "train.patience", "train.device"}
-LOSS_EVERY = 50  # steps between running-loss reports (each one is a device sync)
-
-
-@dataclass
-class TrainStart:
-    member: int       # ensemble member, 1-based (always 1 without an ensemble)
-    members: int
-    device: str
-    precision: str
-    n_series: int
-    n_windows: int
-    parameters: int
-    epochs: int
-    steps_per_epoch: int
-    first_epoch: int  # > 1 when resuming
-    recipe: str = ""  # the member's own keys (train.members, ensemble_lookbacks), e.g. "train.loss=mase"
-
-
-@dataclass
-class Step:
-    member: int
-    epoch: int
-    step: int
-    steps: int
-    loss: float | None  # running mean of this epoch, every LOSS_EVERY steps; else None
-
-
-@dataclass
-class EpochEnd:
-    member: int
-    members: int
-    epoch: int
-    epochs: int
-    train_loss: float
-    val_loss: float
-    lr: float
-    seconds: float
-    improved: bool
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    best_epoch: int         # of the last member
-    best_val_loss: float    # of the last member
-    epochs_run: int         # of the last member
-    stopped_early: bool
-    metrics: dict
-
-
-Callback = Callable[[object], None]
-
-
-def smape_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """sMAPE / 100 (0..2). Scale-free, so with window_norm mean and data.scaling none it is the
-    competition metric itself; with a shifting normalisation it is only a proxy."""
-    return (2 * (prediction - target).abs() / (prediction.abs() + target.abs() + 1e-8)).mean()
-
-
-def seasonal_scale(inputs: torch.Tensor, season: int) -> torch.Tensor:
-    """(batch, 1): each window's in-sample MAE of the seasonal-naive forecast (lag `season`),
-    over pairs of observed points; lag 1 when the window holds no such pair; at least 1% of the
-    window's mean level, so a flat window does not blow the loss up."""
-    values, observed = inputs[..., 0].float(), inputs[..., 1].float()
-
-    def lag_mae(lag: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if values.shape[1] <= lag:
-            zero = values.new_zeros(values.shape[0], 1)
-            return zero, zero
-        both = observed[:, lag:] * observed[:, :-lag]
-        total = ((values[:, lag:] - values[:, :-lag]).abs() * both).sum(dim=1, keepdim=True)
-        return total, both.sum(dim=1, keepdim=True)
-
-    seasonal, pairs = lag_mae(season)
-    step, step_pairs = lag_mae(1)
-    scale = torch.where(pairs > 0, seasonal / pairs.clamp_min(1), step / step_pairs.clamp_min(1))
-    level = (values.abs() * observed).sum(dim=1, keepdim=True) / observed.sum(dim=1, keepdim=True).clamp_min(1)
-    return torch.maximum(scale, 0.01 * level).clamp_min(1e-8)
-
-
-class MaseLoss:
-    """MASE: the absolute error divided by the window's in-sample seasonal-naive MAE, so every
-    window weighs by how hard it is to beat seasonal naive on it (M4's scaling, per window)."""
-
-    def __init__(self, season: int):
-        self.season = season
-
-    def denominator(self, inputs: torch.Tensor, scale: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """(batch, 1): the seasonal scale in window-normalised units (prediction and target are
-        window-normalised, so the raw-unit scale is divided by `scale` too).
-
-        A window whose observed inputs are all zero has no scale at all (a series starting with
-        zeros, a closed shop): its error is measured relative to its targets' mean absolute value
-        (at least 1, the window's own unit), so one such window cannot outweigh a whole batch."""
-        raw = seasonal_scale(inputs, self.season)
-        relative = target.abs().mean(dim=1, keepdim=True).clamp_min(1.0)
-        return torch.where(raw > 1e-8, raw / scale, relative)
-
-    def __call__(self, prediction: torch.Tensor, target: torch.Tensor, inputs: torch.Tensor,
-                 scale: torch.Tensor) -> torch.Tensor:
-        return ((prediction - target).abs() / self.denominator(inputs, scale, target)).mean()
-
-
-class PinballLoss:
-    """The pinball (quantile) loss averaged over levels, steps and windows, on the window-normalised
-    scale. With `mase` each window's loss is divided by its seasonal scale, as MaseLoss does."""
-
-    def __init__(self, levels: tuple[float, ...], mase: MaseLoss | None = None):
-        self.levels = torch.tensor(levels)     # (Q,)
-        self.mase = mase
-
-    def __call__(self, prediction: torch.Tensor, target: torch.Tensor, inputs: torch.Tensor,
-                 scale: torch.Tensor) -> torch.Tensor:
-        if self.levels.device != prediction.device:  # once: no host-to-device copy per step
-            self.levels = self.levels.to(prediction.device)
-        error = target[..., None] - prediction                    # (batch, horizon, Q)
-        loss = torch.maximum(self.levels * error, (self.levels - 1.0) * error)
-        if self.mase is not None:
-            loss = loss / self.mase.denominator(inputs, scale, target)[..., None]
-        return loss.mean()
-
-
-LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss, "smape": smape_loss}
-
-
-def make_loss(name: str, season: int, levels: tuple[float, ...] | None = None):
-    """The loss function for train.loss (MASE needs the data's season length). With quantile levels
-    it is the pinball loss, scaled per window like MASE when train.loss is mase."""
-    if levels is not None:
-        return PinballLoss(levels, MaseLoss(season) if name == "mase" else None)
-    return MaseLoss(season) if name == "mase" else LOSSES[name]
-
-
-def minimum_length(horizon: int) -> int:
-    """Points a series needs for one training window: `horizon` targets and 1 input."""
-    return horizon + 1
-
-
-def validated(lengths: np.ndarray, horizon: int) -> np.ndarray:
-    """Series long enough to hold out their last `horizon` points and still train on the rest.
-
-    Shorter series (horizon + 1 .. 2 x horizon points) train on all their points and are not
-    validated: they still help the global model and still get forecasts.
-    """
-    return lengths >= 2 * horizon + 1
-
-
-def calibrated(lengths: np.ndarray, horizon: int) -> np.ndarray:
-    """Series long enough (3 x horizon + 1 points) to hold out a calibration window after their
-    early-stopping window and still keep one training window (model.conformal)."""
-    return lengths >= 3 * horizon + 1
-
-
-@dataclass
-class Parts:
-    """Each series split in time, as point counts from its start.
-
-    [0, train) trains the model. A validated series' early-stopping window [train, train + horizon)
-    chooses the best epoch and drives the learning-rate schedule. With model.conformal a calibrated
-    series' calibration window, its last horizon points after the early-stopping window, fits the
-    conformal corrections and nothing else: the only scores neither trained on nor selected on.
-    """
-
-    horizon: int
-    train: np.ndarray       # (n,) points in the training part (before any refit)
-    validated: np.ndarray   # (n,) bool: has an early-stopping window
-    calibrated: np.ndarray  # (n,) bool: has a calibration window (and so an early-stopping one)
-
-    @property
-    def stop_end(self) -> np.ndarray:
-        """(n,) exclusive end of each series' early-stopping window (its training part's end where
-        it has none)."""
-        return self.train + self.horizon * self.validated
-
-
-def split_parts(lengths: np.ndarray, horizon: int, conformal: bool = False) -> Parts:
-    """Without model.conformal: validated series (>= 2 x horizon + 1 points) early-stop on their last
-    horizon, shorter ones train on everything. With it, series of >= 3 x horizon + 1 points also
-    calibrate on their last horizon and early-stop on the horizon before; those of 2 x horizon + 1
-    .. 3 x horizon points early-stop only (a calibration window would leave no training window)."""
-    is_validated = validated(lengths, horizon)
-    is_calibrated = calibrated(lengths, horizon) & bool(conformal)
-    train = lengths - horizon * is_validated - horizon * is_calibrated
-    return Parts(horizon, train, is_validated, is_calibrated)
 
 
 def resolve_config(config: Config, series: SeriesSet) -> Config:
@@ -313,71 +149,43 @@ def _config_differences(a: Config, b: Config) -> list[tuple[str, object, object]
     return [(k, flat_a[k], flat_b[k]) for k in flat_a if flat_a[k] != flat_b[k]]
 
 
-def _rng_state(generator: torch.Generator) -> dict:
-    state = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+@dataclass
+class Batches:
+    """The windows an epoch trains on, and how: `starts` of `buffer` with `horizon` targets each, in
+    shuffled batches of `batch_size`, gradients clipped to norm `clip` (0: not clipped)."""
+
+    buffer: SeriesBuffer
+    starts: torch.Tensor
+    horizon: int
+    batch_size: int
+    clip: float
 
 
-def _set_rng_state(state: dict, generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["shuffle"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def window_loss(model, inputs: torch.Tensor, targets: torch.Tensor, loss_fn,
-                autocast: torch.dtype | None, future: torch.Tensor | None = None,
-                series: torch.Tensor | None = None) -> torch.Tensor:
-    """The loss on the window-normalised scale: every window weighs the same, whatever its level."""
-    with torch.autocast(inputs.device.type, dtype=autocast or torch.float32,
-                        enabled=autocast is not None):
-        prediction, loc, scale = model.normalized(inputs, future, series)
-    if isinstance(loss_fn, (MaseLoss, PinballLoss)):
-        return loss_fn(prediction.float(), (targets - loc) / scale, inputs, scale)
-    return loss_fn(prediction.float(), (targets - loc) / scale)
-
-
-def run_epoch(model, optimizer, buffer: SeriesBuffer, starts: torch.Tensor, horizon: int,
-              batch_size: int, loss_fn, clip: float, autocast: torch.dtype | None,
-              generator: torch.Generator, on_step: Callable[[int, int, torch.Tensor], None] | None
-              = None) -> float:
+def run_epoch(model, optimizer, batches: Batches, loss_fn: Loss, generator: torch.Generator,
+              runtime: Runtime, on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> float:
     """One pass over the training windows in a random order; returns the mean training loss.
 
     The hot loop has no host sync: losses are summed on the device and read once at the end
     (and every LOSS_EVERY steps when someone is listening).
     """
     model.train()
+    buffer, starts = batches.buffer, batches.starts
     device = starts.device
     order = torch.randperm(len(starts), generator=generator).to(device, non_blocking=True)
-    steps = math.ceil(len(starts) / batch_size)
+    steps = math.ceil(len(starts) / batches.batch_size)
     total = torch.zeros((), device=device)
-    for step, rows in enumerate(torch.split(order, batch_size), start=1):
+    for step, rows in enumerate(torch.split(order, batches.batch_size), start=1):
         batch = starts[rows]
-        inputs, targets = buffer.windows(batch, horizon)  # (B, L, F), (B, H)
-        loss = window_loss(model, inputs, targets, loss_fn, autocast, buffer.future(batch), buffer.series(batch))
+        inputs, targets = buffer.windows(batch, batches.horizon)  # (B, L, F), (B, H)
+        loss = window_loss(model, inputs, targets, loss_fn, runtime, buffer.future(batch), buffer.series(batch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        if batches.clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), batches.clip)
         optimizer.step()
         total += loss.detach() * len(rows)
         if on_step is not None:
             on_step(step, steps, total)
-    return float(total) / max(len(starts), 1)
-
-
-@torch.no_grad()
-def validation_loss(model, buffer: SeriesBuffer, starts: torch.Tensor, horizon: int, loss_fn,
-                    autocast: torch.dtype | None, batch_size: int = 4096) -> float:
-    """The training loss (window-normalised units) on the validation windows."""
-    model.eval()
-    total = torch.zeros((), device=starts.device)
-    for chunk in torch.split(starts, batch_size):
-        inputs, targets = buffer.windows(chunk, horizon)
-        total += window_loss(model, inputs, targets, loss_fn, autocast, buffer.future(chunk),
-                             buffer.series(chunk)) * len(chunk)
     return float(total) / max(len(starts), 1)
 
 
@@ -394,42 +202,6 @@ def _check_resume(out: Path, config: Config, fingerprint: str, data_path: Path) 
         raise LstmcastError(f"--resume: {data_path} differs from the data {out} was trained on; "
                             f"start a new run (--overwrite or another --out)")
     return state
-
-
-@dataclass
-class _Fit:
-    """Everything one training run mutates, so it can be saved to and restored from last.pt."""
-
-    model: Forecaster
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
-    generator: torch.Generator
-    best_weights: dict
-    best_val: float = math.inf
-    best_epoch: int = 0
-    best_lr: float = math.nan  # the learning rate the best epoch trained with (refit starts there)
-    bad_epochs: int = 0
-    epoch: int = 0  # last finished epoch
-
-    def restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except ValueError:  # one parameter group: written before biases stopped decaying
-            raise LstmcastError("--resume: last.pt was written by an older lstmcast (other optimizer "
-                                "parameter groups); start a new run (--overwrite)") from None
-        self.scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"], self.generator)
-        self.best_val, self.best_epoch = state["best_val"], state["best_epoch"]
-        self.bad_epochs, self.epoch = state["bad_epochs"], state["epoch"]
-        self.best_weights = state["best_weights"]
-        self.best_lr = state.get("best_lr", self.optimizer.param_groups[0]["lr"])
-
-    def resumable(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "rng": _rng_state(self.generator),
-                "epoch": self.epoch, "best_val": self.best_val, "best_weights": self.best_weights,
-                "best_epoch": self.best_epoch, "best_lr": self.best_lr, "bad_epochs": self.bad_epochs}
 
 
 def train(data_path: str | Path, out_dir: str | Path, config: Config | None = None, *,
@@ -467,13 +239,12 @@ def _train_locked(data_path: Path, out: Path, config: Config, resume: bool, over
     work = rundir.prepare(out, resume, overwrite)
     fingerprint = data_fingerprint(series)
     state = _check_resume(out, config, fingerprint, data_path) if resume else None
-    device = resolve_device(config.train.device)
-    autocast = autocast_dtype(config.train.precision, device, config.cells_in_use())
+    runtime = Runtime.resolve(config.train.device, config.train.precision, config.cells_in_use())
 
     fresh = rundir.create(work)
     try:
         with fp32_math(config.train.precision):
-            result = _train_in(work, series, config, device, autocast, fingerprint, state, on_event)
+            result = _train_in(work, series, config, runtime, fingerprint, state, on_event)
     except LstmcastError:
         # A run that failed for a reason the user must fix leaves nothing half-made behind; a
         # resumed run keeps its earlier epochs.
@@ -489,57 +260,81 @@ def _train_locked(data_path: Path, out: Path, config: Config, resume: bool, over
     return result
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on weight matrices only. Biases (the forget-gate bias set to 1
-    among them), other vectors (peephole diagonals, norm gains) and embedding tables get none:
-    decaying them pulls them to 0, which for the forget-gate bias undoes its initialisation."""
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
-    decay, no_decay = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            plain = parameter.ndim < 2 or id(parameter) in embeddings
-            (no_decay if plain else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [group for group in groups if group["params"]]
+# --- the recipe: prepare -> fit each member (epochs, then refit) -> finalize ------------------
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr)
+@dataclass
+class _Run:
+    """What every member trains on, built once (_prepare), and what the run has done so far.
+
+    With refit, `done` holds the refitted weights that forecast and `held_out` the weights chosen on
+    the validation part, which alone give honest validation metrics."""
+
+    work: Path
+    config: Config
+    series: SeriesSet
+    parts: Parts
+    scaler: Scaler
+    dims: dict
+    buffer: SeriesBuffer   # padded for the longest member lookback; each member reads its own view
+    meta: dict             # the run's keys in every checkpoint
+    refits: list[bool]     # per member: does it refit
+    done: list[dict]       # weights that forecast, of the finished members
+    held_out: list[dict]   # weights chosen on the early-stopping windows, of the finished members
+    history: list[dict]    # history.csv's rows
+
+    def save_best(self, weights: dict) -> None:
+        """model.pt: the finished members' weights and `weights` for the member in training."""
+        save_checkpoint({**self.meta, "models": [*self.done, weights]}, self.work / BEST)
+
+    def log(self, row: dict) -> None:
+        """One more row of history.csv (the file is rewritten whole, atomically)."""
+        self.history.append(row)
+        _write_history(self.work / "history.csv", self.history)
 
 
-def _new_fit(config: Config, member: int, device: torch.device, dims: dict) -> _Fit:
-    """A fresh member: `config` is that member's own (Config.member)."""
-    seed = config.train.seed + member - 1
-    seed_everything(seed)
-    model = Forecaster(config.model, config.data.horizon, config.data.resolved_lookback, **dims).to(device)
-    optimizer = make_optimizer(model, config.train.lr, config.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=config.train.lr_factor, patience=config.train.lr_patience)
-    return _Fit(model, optimizer, scheduler, torch.Generator().manual_seed(seed),
-                copy.deepcopy(model.state_dict()))
+@dataclass
+class _Member:
+    """One ensemble member's recipe: its own config (Config.member), loss and windows."""
+
+    member: int
+    config: Config
+    loss: Loss
+    view: SeriesBuffer      # the run's buffer read with this member's lookback
+    batches: Batches        # its training windows
+    val_starts: torch.Tensor
 
 
-def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.device,
-              autocast: torch.dtype | None, fingerprint: str, state: dict | None,
-              on_event: Callback | None) -> TrainResult:
+def _train_in(work: Path, series: SeriesSet, config: Config, runtime: Runtime, fingerprint: str,
+              state: dict | None, on_event: Callback | None) -> TrainResult:
     """Scale, lay the series out on the device, train each ensemble member, write the run files.
 
     model.pt holds the best weights of every member trained so far; last.pt the finished members
     plus the full state of the one in training, so --resume can pick up inside any member.
     """
     emit = on_event or (lambda event: None)
+    run = _prepare(work, series, config, fingerprint, runtime, state)
+    for member in range(len(run.done) + 1, config.train.ensemble + 1):
+        job = _member(run, member)
+        fit = new_fit(job.config, member, runtime.device, run.dims)
+        if state is not None and state["member"] == member:
+            fit.restore(state)
+        _fit_member(run, job, fit, runtime, emit, on_event is not None)
+    return _finalize(run, fit, runtime)
+
+
+def _prepare(work: Path, series: SeriesSet, config: Config, fingerprint: str, runtime: Runtime,
+             state: dict | None) -> _Run:
+    """Split, scale, build the features and the device buffer; write config.yaml."""
     horizon, members = config.data.horizon, config.train.ensemble
-    lengths = series.lengths()
-    parts = split_parts(lengths, horizon, config.model.conformal)
-    is_validated, train_lengths = parts.validated, parts.train
+    parts = split_parts(series.lengths(), horizon, config.model.conformal)
     scaler = Scaler.fit(config.data.scaling, series.ids,
-                        [v[:n] for v, n in zip(series.values, train_lengths)])
+                        [v[:n] for v, n in zip(series.values, parts.train)])
     scaled = [(v - loc) / scale for v, loc, scale in zip(series.values, scaler.loc, scaler.scale)]
-    features = FeatureSpec.fit(config, series, train_lengths)
+    features = FeatureSpec.fit(config, series, parts.train)
     dims = features.dims()
     codes = np.arange(len(series)) if dims["n_series"] and config.model.series_embedding else None
-    # Padded for the longest member lookback; each member reads it through its own window length.
-    buffer = SeriesBuffer.build(scaled, config.input_length, device, features.extra(series),
+    buffer = SeriesBuffer.build(scaled, config.input_length, runtime.device, features.extra(series),
                                 n_known=features.n_known, horizon=horizon, codes=codes)
     refits = [config.member(m).train.refit_epochs > 0 for m in range(1, members + 1)]
     meta = {"config": config.to_dict(), "scaler": scaler.to_dict(),
@@ -550,159 +345,119 @@ def _train_in(work: Path, series: SeriesSet, config: Config, device: torch.devic
             "data_fingerprint": fingerprint, "features": features.to_dict(),
             "seen": seen_by_run(series, parts, refits)}
     atomic_write_text(work / "config.yaml", config.to_yaml())
+    done, held_out, history = ([], [], []) if state is None else (
+        list(state["members_done"]), list(state["members_held_out"]), [dict(r) for r in state["history"]])
+    return _Run(work, config, series, parts, scaler, dims, buffer, meta, refits, done, held_out, history)
 
-    # With refit, `done` holds the refitted weights that forecast and `held_out` the weights
-    # chosen on the validation part, which alone give honest validation metrics.
-    done: list[dict] = [] if state is None else list(state["members_done"])
-    held_out: list[dict] = [] if state is None else list(state["members_held_out"])
-    history: list[dict] = [] if state is None else [dict(r) for r in state["history"]]
-    for member in range(len(done) + 1, members + 1):
-        own = config.member(member)  # its lookback, model and training keys (train.members)
-        tc, per_series, refit = own.train, own.train.max_windows_per_series, own.train.refit_epochs
-        loss_fn = make_loss(tc.loss, season_length(series.freq), config.model.levels)
-        fit = _new_fit(own, member, device, dims)
-        view = buffer.with_lookback(own.data.resolved_lookback)
-        train_starts = view.training_starts(train_lengths, horizon, per_series)
-        val_starts = stopping_starts(view, parts)
-        if state is not None and state["member"] == member:
-            fit.restore(state)
-        steps = math.ceil(len(train_starts) / tc.batch_size)
-        recipe = ", ".join(f"{key}={str(now).lower() if isinstance(now, bool) else now}"
-                           for key, _, now in _config_differences(config, own)
-                           if key not in ("train.members", "train.ensemble_lookbacks"))
-        emit(TrainStart(member, members, describe(device), precision_name(autocast, config.train.precision, device),
-                        len(series), len(train_starts), count_parameters(fit.model),
-                        tc.epochs, steps, fit.epoch + 1, recipe))
-        while fit.epoch < tc.epochs and fit.bad_epochs < tc.patience:
-            fit.epoch += 1
-            epoch, started = fit.epoch, time.perf_counter()
 
-            def on_step(step, steps, total, epoch=epoch, member=member, n_windows=len(train_starts),
-                        batch_size=tc.batch_size):
-                report = step % LOSS_EVERY == 0 or step == steps
-                seen = min(step * batch_size, n_windows)
-                emit(Step(member, epoch, step, steps, float(total) / seen if report else None))
+def _member(run: _Run, member: int) -> _Member:
+    own = run.config.member(member)  # its lookback, model and training keys (train.members)
+    tc, horizon = own.train, run.config.data.horizon
+    loss = make_loss(tc.loss, season_length(run.series.freq), run.config.model.levels)
+    view = run.buffer.with_lookback(own.data.resolved_lookback)
+    starts = view.training_starts(run.parts.train, horizon, tc.max_windows_per_series)
+    batches = Batches(view, starts, horizon, tc.batch_size, tc.clip)
+    return _Member(member, own, loss, view, batches, stopping_starts(view, run.parts))
 
-            train_loss = run_epoch(fit.model, fit.optimizer, view, train_starts, horizon,
-                                   tc.batch_size, loss_fn, tc.clip, autocast,
-                                   fit.generator, on_step if on_event else None)
-            val_loss = validation_loss(fit.model, view, val_starts, horizon, loss_fn, autocast)
-            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-                raise LstmcastError(f"training diverged at epoch {epoch} (train loss {train_loss}, "
-                                    f"validation loss {val_loss}); lower train.lr (now {tc.lr:g})" + (
-                                        "" if config.data.scaling == "standard" else
-                                        f" or use data.scaling=standard (now {config.data.scaling})"))
-            trained_lr = fit.optimizer.param_groups[0]["lr"]
-            fit.scheduler.step(val_loss)
-            improved = val_loss < fit.best_val
-            if improved:
-                fit.best_val, fit.best_epoch, fit.bad_epochs = val_loss, epoch, 0
-                fit.best_lr = trained_lr
-                fit.best_weights = copy.deepcopy(fit.model.state_dict())
-                save_checkpoint({**meta, "models": [*done, fit.best_weights]}, work / BEST)
-            else:
-                fit.bad_epochs += 1
-            seconds, lr = time.perf_counter() - started, fit.optimizer.param_groups[0]["lr"]
-            history.append({"member": member, "epoch": epoch, "train_loss": train_loss,
-                            "val_loss": val_loss, "lr": lr, "seconds": round(seconds, 4)})
-            _write_history(work / "history.csv", history)
-            save_checkpoint({**meta, **fit.resumable(), "member": member, "members_done": done,
-                             "members_held_out": held_out, "history": history}, work / LAST)
-            emit(EpochEnd(member, members, epoch, tc.epochs, train_loss, val_loss, lr,
-                          seconds, improved))
-        held_out.append(fit.best_weights)
-        if refit:
-            # The best weights with a fresh optimizer at the learning rate they were trained with:
-            # not the moments and reduced rate of the last, worse epochs. Every window trains, the
-            # early-stopping and calibration windows too (the corrections are computed before).
-            fit.model.load_state_dict(fit.best_weights)
-            optimizer = make_optimizer(fit.model, fit.best_lr, tc.weight_decay)
-            all_starts = view.training_starts(lengths, horizon, per_series)
-            for extra in range(1, refit + 1):
-                started = time.perf_counter()
-                train_loss = run_epoch(fit.model, optimizer, view, all_starts, horizon,
-                                       tc.batch_size, loss_fn, tc.clip, autocast,
-                                       fit.generator)
-                history.append({"member": member, "epoch": fit.epoch + extra, "train_loss": train_loss,
-                                "val_loss": float("nan"), "lr": optimizer.param_groups[0]["lr"],
-                                "seconds": round(time.perf_counter() - started, 4)})
-                _write_history(work / "history.csv", history)
-            save_checkpoint({**meta, "models": [*done, fit.model.state_dict()]}, work / BEST)
-        done.append(copy.deepcopy(fit.model.state_dict()) if refit else fit.best_weights)
 
-    model = Ensemble.from_weights(config, held_out, dims=dims).to(device)
-    val_starts = stopping_starts(buffer, parts)
-    metrics = validation_metrics(model, buffer, val_starts, is_validated, series, scaler, horizon,
-                                 autocast, config.model.quantiles, parts.stop_end[is_validated])
-    metrics["validation_windows"] = _validation_label(parts, any(refits))
-    metrics.update({"members": members, "refit_epochs": config.train.refit_epochs, "best_epoch": fit.best_epoch,
-                    "best_val_loss": fit.best_val,
-                    "epochs_run": fit.epoch, "stopped_early": fit.bad_epochs >= tc.patience,
-                    "device": describe(device)})
-    metrics.update(_arithmetic(config, device, autocast))
+def _fit_member(run: _Run, job: _Member, fit: Fit, runtime: Runtime, emit: Callback, listening: bool) -> None:
+    """Train one member: epochs until train.epochs or train.patience, then its refit epochs."""
+    tc, members = job.config.train, run.config.train.ensemble
+    recipe = ", ".join(f"{key}={str(now).lower() if isinstance(now, bool) else now}"
+                       for key, _, now in _config_differences(run.config, job.config)
+                       if key not in ("train.members", "train.ensemble_lookbacks"))
+    n_windows = len(job.batches.starts)
+    emit(TrainStart(job.member, members, describe(runtime.device), runtime.name, len(run.series), n_windows,
+                    count_parameters(fit.model), tc.epochs, math.ceil(n_windows / tc.batch_size),
+                    fit.epoch + 1, recipe))
+    while fit.epoch < tc.epochs and fit.bad_epochs < tc.patience:
+        _epoch(run, job, fit, runtime, emit, listening)
+    run.held_out.append(fit.best_weights)
+    if tc.refit_epochs:
+        _refit(run, job, fit, runtime)
+    run.done.append(copy.deepcopy(fit.model.state_dict()) if tc.refit_epochs else fit.best_weights)
+
+
+def _epoch(run: _Run, job: _Member, fit: Fit, runtime: Runtime, emit: Callback, listening: bool) -> None:
+    """One epoch: train, validate, step the schedule, keep the best, save, report."""
+    tc = job.config.train
+    fit.epoch += 1
+    epoch, started = fit.epoch, time.perf_counter()
+    on_step = _step_reporter(emit, job, epoch) if listening else None
+    train_loss = run_epoch(fit.model, fit.optimizer, job.batches, job.loss, fit.generator, runtime, on_step)
+    val_loss = validation_loss(fit.model, job.view, job.val_starts, job.batches.horizon, job.loss, runtime)
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        raise LstmcastError(f"training diverged at epoch {epoch} (train loss {train_loss}, "
+                            f"validation loss {val_loss}); lower train.lr (now {tc.lr:g})" + (
+                                "" if run.config.data.scaling == "standard" else
+                                f" or use data.scaling=standard (now {run.config.data.scaling})"))
+    trained_lr = fit.optimizer.param_groups[0]["lr"]
+    fit.scheduler.step(val_loss)
+    improved = fit.record(val_loss, epoch, trained_lr)
+    if improved:
+        run.save_best(fit.best_weights)
+    seconds, lr = time.perf_counter() - started, fit.optimizer.param_groups[0]["lr"]
+    run.log({"member": job.member, "epoch": epoch, "train_loss": train_loss,
+             "val_loss": val_loss, "lr": lr, "seconds": round(seconds, 4)})
+    save_checkpoint({**run.meta, **fit.resumable(), "member": job.member, "members_done": run.done,
+                     "members_held_out": run.held_out, "history": run.history}, run.work / LAST)
+    emit(EpochEnd(job.member, run.config.train.ensemble, epoch, tc.epochs, train_loss, val_loss, lr,
+                  seconds, improved))
+
+
+def _step_reporter(emit: Callback, job: _Member, epoch: int) -> Callable[[int, int, torch.Tensor], None]:
+    """run_epoch's on_step: a Step event per batch, with the running loss every LOSS_EVERY steps."""
+    n_windows, batch_size = len(job.batches.starts), job.batches.batch_size
+
+    def on_step(step: int, steps: int, total: torch.Tensor) -> None:
+        report = step % LOSS_EVERY == 0 or step == steps
+        seen = min(step * batch_size, n_windows)
+        emit(Step(job.member, epoch, step, steps, float(total) / seen if report else None))
+    return on_step
+
+
+def _refit(run: _Run, job: _Member, fit: Fit, runtime: Runtime) -> None:
+    """The best weights with a fresh optimizer at the learning rate they were trained with: not the
+    moments and reduced rate of the last, worse epochs. Every window trains, the early-stopping and
+    calibration windows too (the corrections are computed before)."""
+    tc, horizon = job.config.train, job.batches.horizon
+    fit.model.load_state_dict(fit.best_weights)
+    optimizer = make_optimizer(fit.model, fit.best_lr, tc.weight_decay)
+    everything = Batches(job.view, job.view.training_starts(run.series.lengths(), horizon,
+                                                            tc.max_windows_per_series),
+                         horizon, tc.batch_size, tc.clip)
+    for extra in range(1, tc.refit_epochs + 1):
+        started = time.perf_counter()
+        train_loss = run_epoch(fit.model, optimizer, everything, job.loss, fit.generator, runtime)
+        run.log({"member": job.member, "epoch": fit.epoch + extra, "train_loss": train_loss,
+                 "val_loss": float("nan"), "lr": optimizer.param_groups[0]["lr"],
+                 "seconds": round(time.perf_counter() - started, 4)})
+    run.save_best(fit.model.state_dict())
+
+
+def _finalize(run: _Run, fit: Fit, runtime: Runtime) -> TrainResult:
+    """Validation metrics (and conformal corrections) of the held-out weights; metrics.json."""
+    config, parts = run.config, run.parts
+    model = Ensemble.from_weights(config, run.held_out, dims=run.dims).to(runtime.device)
+    metrics = validation_metrics(model, run.buffer, parts, run.series, run.scaler, runtime,
+                                 config.model.quantiles)
+    metrics["validation_windows"] = validation_label(parts, any(run.refits))
+    patience = config.member(config.train.ensemble).train.patience  # of the last member
+    metrics.update({"members": config.train.ensemble, "refit_epochs": config.train.refit_epochs,
+                    "best_epoch": fit.best_epoch, "best_val_loss": fit.best_val,
+                    "epochs_run": fit.epoch, "stopped_early": fit.bad_epochs >= patience,
+                    "device": describe(runtime.device)})
+    metrics.update(runtime.arithmetic(config.cells_in_use()))
     if config.model.conformal:
         # From the weights chosen before any refit, on the calibration windows: the only errors
         # that neither trained these weights nor chose their epoch.
-        metrics["conformal"] = calibrate(model, buffer, calibration_starts(buffer, parts), horizon, autocast)
-        metrics["conformal"]["windows"] = (
-            "calibration windows: the last horizon of each series of at least 3 x horizon + 1 points, "
-            "after its early-stopping window; neither trained the weights calibrated nor chose their epoch"
-            + ("; refit trained on them afterwards" if any(refits) else ""))
-        save_checkpoint({**meta, "models": done, "conformal": metrics["conformal"]}, work / BEST)
-    atomic_write_text(work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return TrainResult(work, fit.best_epoch, fit.best_val, fit.epoch, metrics["stopped_early"], metrics)
-
-
-def stopping_starts(buffer: SeriesBuffer, parts: Parts) -> torch.Tensor:
-    """One window per validated series whose targets are its early-stopping window."""
-    index = np.flatnonzero(parts.validated)
-    return buffer.origin_starts(parts.train[index], index)
-
-
-def calibration_starts(buffer: SeriesBuffer, parts: Parts) -> torch.Tensor:
-    """One window per calibrated series whose targets are its calibration window (its last horizon)."""
-    index = np.flatnonzero(parts.calibrated)
-    return buffer.origin_starts(parts.stop_end[index], index)
-
-
-def seen_by_run(series: SeriesSet, parts: Parts, refits: list[bool]) -> dict:
-    """The checkpoint's "seen" (format 4), what evaluate labels in-sample by: per series (in
-    series_ids order) the timestamp of the last point of its training part, of its early-stopping
-    window and of its calibration window (None: it has none); per ensemble member whether refit
-    then trained on every point, up to last_timestamps."""
-    starts = pd.DatetimeIndex(series.starts)
-
-    def last(counts: np.ndarray, keep: np.ndarray) -> list[str | None]:
-        ends = timegrid.shift(series.grid, starts, np.maximum(counts, 1) - 1)
-        return [end.isoformat() if has else None for end, has in zip(ends, keep)]
-
-    everyone = np.ones(len(series), dtype=bool)
-    return {"train_end": last(parts.train, everyone),
-            "early_stopping_end": last(parts.stop_end, parts.validated),
-            "calibration_end": last(series.lengths(), parts.calibrated), "refit": list(refits)}
-
-
-def _validation_label(parts: Parts, refit: bool) -> dict:
-    """What metrics.json's "validation" (and "intervals", "quantile_loss") scores are."""
-    where = ("the horizon before each calibrated series' calibration window, else the last horizon"
-             if parts.calibrated.any() else "the last horizon of each validated series")
-    note = (f"early-stopping windows ({where}): they chose the best epoch and drove the learning-rate "
-            f"schedule, so these scores are in-sample for model selection, not held out")
-    if refit:
-        note += "; refit then trained on them"
-    return {"kind": "early_stopping", "in_sample": True, "n_series": int(parts.validated.sum()),
-            "scores": ["validation", "intervals", "quantile_loss"], "note": note}
-
-
-def _arithmetic(config: Config, device: torch.device, autocast: torch.dtype | None) -> dict:
-    """What the run's numbers were computed with: precision, kernels, TF32, fallbacks."""
-    out = {"precision": precision_name(autocast, config.train.precision, device)}
-    if device.type == "cuda":
-        out["tf32"] = tf32_state()
-        if autocast is not None:
-            out["kernels"] = {cell: bf16_kernel(cell, device)[1] for cell in config.cells_in_use()}
-    out["fallbacks"] = fallbacks()
-    return out
+        metrics["conformal"] = calibrate(model, run.buffer, calibration_starts(run.buffer, parts),
+                                         parts.horizon, runtime)
+        metrics["conformal"]["windows"] = CALIBRATION_WINDOWS + (
+            "; refit trained on them afterwards" if any(run.refits) else "")
+        save_checkpoint({**run.meta, "models": run.done, "conformal": metrics["conformal"]}, run.work / BEST)
+    atomic_write_text(run.work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return TrainResult(run.work, fit.best_epoch, fit.best_val, fit.epoch, metrics["stopped_early"], metrics)
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
@@ -710,44 +465,3 @@ def _write_history(path: Path, history: list[dict]) -> None:
     lines += [f"{h['member']},{h['epoch']},{h['train_loss']:.8g},{h['val_loss']:.8g},{h['lr']:.6g},"
               f"{h['seconds']}" for h in history]
     atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def validation_metrics(model, buffer: SeriesBuffer, val_starts: torch.Tensor, is_validated: np.ndarray,
-                       series: SeriesSet, scaler: Scaler, horizon: int,
-                       autocast: torch.dtype | None, quantiles: list[float] | None = None,
-                       ends: np.ndarray | None = None) -> dict:
-    """Model vs naive baselines on the early-stopping windows, original units: the `horizon` points
-    before `ends` (per validated series; default: their last `horizon`). With quantiles also
-    interval coverage and pinball losses (of the uncalibrated model)."""
-    scaled = forecast_windows(model, buffer.model_inputs, val_starts, autocast).cpu().double().numpy()
-    forecast = unscale(scaled, scaler.loc[is_validated], scaler.scale[is_validated])
-    point = forecast if forecast.ndim == 2 else forecast[..., model.median_index]
-    values = [v for v, keep in zip(series.values, is_validated) if keep]
-    ends = np.array([len(v) for v in values]) if ends is None else ends
-    actual = np.stack([v[end - horizon: end] for v, end in zip(values, ends)])
-    histories = [v[: end - horizon] for v, end in zip(values, ends)]
-    season = season_length(series.freq)
-    metrics = {"horizon": horizon, "season_length": season, "n_series": len(series),
-               "n_validated": len(values), "validation": compare(actual, point, histories, season)}
-    if forecast.ndim == 3:
-        metrics.update(quantile_metrics(actual, forecast, model.levels, quantiles))
-    return metrics
-
-
-@torch.no_grad()
-def calibrate(model: Ensemble, buffer: SeriesBuffer, val_starts: torch.Tensor, horizon: int,
-              autocast: torch.dtype | None) -> dict:
-    """Conformalized quantile regression on the calibration windows `starts` (train.calibration_starts:
-    neither trained on nor used to choose the epoch): per symmetric pair of levels and per step, the
-    correction (window-normalised units) that makes the interval cover its nominal share of their
-    targets. Plain lists, for the checkpoint and metrics.json."""
-    quantiles = forecast_windows(model, buffer.model_inputs, val_starts, autocast)  # (n, horizon, Q) scaled
-    _, targets = buffer.windows(val_starts, horizon)                          # (n, horizon)
-    scale = model.conformal_scale(buffer.inputs(val_starts))                   # (n, 1)
-    pairs = quantile_pairs(model.levels)
-    corrections = []
-    for lo, hi in pairs:
-        scores = interval_scores(quantiles, targets, (model.levels.index(lo), model.levels.index(hi)), scale)
-        corrections.append(conformal_correction(scores, round(hi - lo, 12)).cpu().tolist())
-    return {"pairs": [[lo, hi] for lo, hi in pairs], "names": [pair_name(lo, hi) for lo, hi in pairs],
-            "corrections": corrections, "n_calibration": len(val_starts)}
