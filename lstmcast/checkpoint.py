@@ -3,12 +3,14 @@
 A checkpoint holds only tensors, numbers, strings, lists and dicts, so it loads with
 torch.load(path, weights_only=True) on any device. Every file is written to a temporary name in
 the same folder and renamed over the target, so a reader never sees half a file and a crash never
-destroys the previous good copy.
+destroys the previous good copy. What the dict holds, the format's versions and every migration
+of an older one: run.py (RunMeta).
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +18,8 @@ import torch
 
 from .errors import LstmcastError
 from .outputs import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
+from .run import FORMAT_VERSION, READABLE_VERSIONS  # noqa: F401 (re-exported; run.py owns the format)
 
-# 4: "seen" (per series, the last timestamp the run trained on, early-stopped on and calibrated on;
-# train.SEEN_KEYS); 3: "features" (covariates, calendar, their scaling numbers); 2: "models" (one
-# state dict per ensemble member); 1: one "model". Formats 1 and 2 predate covariates: they load
-# with none and data.calendar none (config.config_from_dict, covariates.FeatureSpec.from_checkpoint).
-# Formats 1 to 3 predate "seen": evaluate reports their in-sample points as unknown.
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
 BEST, LAST = "model.pt", "last.pt"
 
 
@@ -46,9 +42,11 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | Path, require: tuple[str, ...] = ()) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, require: tuple[str, ...] = (),
+                    upgrade: Callable[[dict], dict] | None = None) -> dict[str, Any]:
     """Load a checkpoint onto the CPU, whatever device it was trained on; `require`: entries it
-    must have (a cut-down or foreign dict is the user's to replace, not a crash)."""
+    must have (a cut-down or foreign dict is the user's to replace, not a crash), checked after
+    `upgrade` (run.upgrade_payload: an older layout in today's) when given."""
     path = Path(path)
     if not path.is_file():
         raise LstmcastError(f"{path}: checkpoint not found; is this a run directory made by "
@@ -58,11 +56,11 @@ def load_checkpoint(path: str | Path, require: tuple[str, ...] = ()) -> dict[str
     except Exception as exc:  # a truncated or foreign file
         raise LstmcastError(f"{path}: not a readable lstmcast checkpoint ({type(exc).__name__})") from None
     version = payload.get("format_version") if isinstance(payload, dict) else None
-    if version == 1 and "model" in payload and "optimizer" not in payload:
-        payload["models"] = [payload.pop("model")]
     if version not in READABLE_VERSIONS:
         raise LstmcastError(f"{path}: checkpoint format {version!r} is not supported by this "
                             f"lstmcast (format {FORMAT_VERSION}); retrain or use a matching version")
+    if upgrade is not None:
+        payload = upgrade(payload)
     missing = [key for key in require if key not in payload]
     if missing:
         raise LstmcastError(f"{path}: not a complete lstmcast checkpoint (missing {', '.join(missing)}); "

@@ -30,7 +30,6 @@ from rich.table import Table
 from . import __version__
 from .config import (
     Config,
-    config_from_dict,
     load_config,
     parse_set,
     quantile_column,
@@ -38,6 +37,7 @@ from .config import (
     read_yaml,
 )
 from .errors import LstmcastError
+from .run import config_from_saved
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train stacked-LSTM forecasters on CSV files, forecast and evaluate them.")
@@ -237,7 +237,7 @@ def _saved_config(run_dir: Path) -> Config | None:
     if not isinstance(tree, dict):
         raise LstmcastError(f"{path}: not a readable lstmcast config; {advice}")
     try:
-        return config_from_dict(tree)
+        return config_from_saved(tree)   # an older run's config.yaml migrated (run.py)
     except LstmcastError as exc:
         raise LstmcastError(f"{path}: {exc}; {advice}") from None
 

@@ -436,12 +436,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def config_from_dict(tree: dict) -> Config:
-    """Rebuild a Config saved with to_dict() (from a checkpoint or config.yaml).
-
-    A saved config without data.calendar predates covariates: its run had no calendar features,
-    so it is read with data.calendar none (the default, auto, would change what the model reads).
-    """
-    data = tree.get("data")
-    if isinstance(data, dict) and "calendar" not in data:
-        tree = {**tree, "data": {**data, "calendar": "none"}}
+    """Rebuild a Config saved with to_dict(). A checkpoint's or config.yaml's tree goes through
+    run.config_from_saved, which migrates older ones first."""
     return _apply(Config(), _flatten(tree, "saved config"), "saved config")

@@ -112,13 +112,12 @@ class FeatureSpec:
                 "mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
-    def from_checkpoint(cls, payload: dict, config: Config) -> FeatureSpec:
-        """The spec a run saved; a checkpoint from before covariates has none (and calendar none)."""
-        d = payload.get("features") or {"past": [], "future": [], "calendar": config.data.calendar,
-                                        "mean": [], "std": []}
-        return cls(tuple(d["past"]), tuple(d["future"]), d["calendar"], payload["freq"],
+    def from_dict(cls, d: dict, freq: str, series_ids: list[str]) -> FeatureSpec:
+        """The spec to_dict() saved, for series at `freq` embedded in `series_ids` order (a run
+        saved without features: run.RunMeta.from_checkpoint fills them in)."""
+        return cls(tuple(d["past"]), tuple(d["future"]), d["calendar"], freq,
                    np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64),
-                   list(payload.get("series_ids", [])))
+                   list(series_ids))
 
     def codes(self, ids: list[str]) -> np.ndarray:
         """(n,) each series' row in the embedding; -1 for series not seen in training."""

@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 
 from .checkpoint import BEST, atomic_write_text, load_checkpoint
-from .config import Config, config_from_dict, quantile_column, read_yaml
+from .config import Config, quantile_column, read_yaml
 from .covariates import FeatureSpec
 from .data import Columns, SeriesSet, read_future, read_series
 from .device import resolve_device
 from .errors import LstmcastError
 from .model import Ensemble, forecast_windows
 from .precision import forecast_autocast, fp32_math
+from .run import RunMeta, config_from_saved, upgrade_payload
 from .rundir import check_output
 from .scaling import Scaler, check_magnitude, unscale
 from .windows import SeriesBuffer
@@ -60,26 +61,21 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     if not run_dir.is_dir():
         raise LstmcastError(f"{run_dir}: run directory not found; pass the --out of 'lstmcast train'")
     path = run_dir / BEST
-    payload = load_checkpoint(path, require=("config", "models", "scaler", "columns", "freq"))
+    payload = load_checkpoint(path, require=("config", "models", "scaler", "columns", "freq"),
+                              upgrade=upgrade_payload)
     target = resolve_device(device)
     try:
-        config = config_from_dict(payload["config"])
-        # Runs trained before covariates have no "features" (and, config_from_dict, calendar none).
-        features = FeatureSpec.from_checkpoint(payload, config)
-        # Runs trained before quantiles existed have neither a "conformal" entry nor model.quantiles.
-        model = Ensemble.from_weights(config, payload["models"], payload.get("conformal"), features.dims())
-        scaler, columns = Scaler.from_dict(payload["scaler"]), Columns.from_dict(payload["columns"])
-        # Runs trained before format 4 do not record what they trained on ("seen"): unknown.
-        seen = ({"series_ids": payload["series_ids"], "last_timestamps": payload["last_timestamps"],
-                 **payload["seen"]} if "seen" in payload else None)
+        meta, weights = RunMeta.from_checkpoint(payload)   # every older format migrated (run.py)
+        model = Ensemble.from_weights(meta.config, weights, meta.conformal, meta.features.dims())
     except LstmcastError as exc:
         raise LstmcastError(f"{path}: {exc}; retrain the run (or copy back its own model.pt)") from None
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         what = f"missing {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
         raise LstmcastError(f"{path}: does not match its config ({what}); retrain the run "
                             f"(or copy back its own model.pt)") from None
-    _check_saved_config(run_dir, path, config)
-    return Run(run_dir, model.to(target).eval(), config, scaler, columns, payload["freq"], target, features, seen)
+    _check_saved_config(run_dir, path, meta.config)
+    return Run(run_dir, model.to(target).eval(), meta.config, meta.scaler, meta.columns, meta.freq, target,
+               meta.features, meta.in_sample_record)
 
 
 _SHAPING_TRAIN_KEYS = ("train.ensemble", "train.ensemble_lookbacks", "train.members")
@@ -94,7 +90,7 @@ def _check_saved_config(run_dir: Path, path: Path, config: Config) -> None:
     advice = "copy back this run's own files or retrain"
     tree = read_yaml(saved_path, "saved config", advice)
     try:
-        saved = config_from_dict(tree) if isinstance(tree, dict) else None
+        saved = config_from_saved(tree) if isinstance(tree, dict) else None
     except LstmcastError as exc:
         raise LstmcastError(f"{saved_path}: {exc}; {advice}") from None
     if saved is None:

@@ -28,7 +28,7 @@ import torch
 
 from . import __version__, rundir
 from .checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, save_checkpoint
-from .config import Config, config_from_dict
+from .config import Config
 from .covariates import FeatureSpec
 from .data import SeriesSet, read_series
 from .device import describe
@@ -39,6 +39,7 @@ from .losses import Loss, MaseLoss, PinballLoss, make_loss, seasonal_scale, wind
 from .metrics import season_length
 from .model import Ensemble, count_parameters
 from .precision import fp32_math
+from .run import RunMeta, config_from_saved
 from .runtime import Runtime
 from .scaling import Scaler, check_magnitude
 from .validation import (  # noqa: F401  (minimum_length .. calibrate re-exported: tests, benchmarks)
@@ -192,7 +193,7 @@ def run_epoch(model, optimizer, batches: Batches, loss_fn: Loss, generator: torc
 def _check_resume(out: Path, config: Config, fingerprint: str, data_path: Path) -> dict:
     """The interrupted run's last.pt, if it may be continued with this config and data."""
     state = load_checkpoint(out / LAST)
-    changed = [d for d in _config_differences(config_from_dict(state["config"]), config)
+    changed = [d for d in _config_differences(config_from_saved(state["config"]), config)
                if d[0] not in RESUMABLE_KEYS]
     if changed:
         key, was, now = changed[0]
@@ -277,7 +278,7 @@ class _Run:
     scaler: Scaler
     dims: dict
     buffer: SeriesBuffer   # padded for the longest member lookback; each member reads its own view
-    meta: dict             # the run's keys in every checkpoint
+    meta: RunMeta          # the run's keys in every checkpoint
     refits: list[bool]     # per member: does it refit
     done: list[dict]       # weights that forecast, of the finished members
     held_out: list[dict]   # weights chosen on the early-stopping windows, of the finished members
@@ -285,7 +286,7 @@ class _Run:
 
     def save_best(self, weights: dict) -> None:
         """model.pt: the finished members' weights and `weights` for the member in training."""
-        save_checkpoint({**self.meta, "models": [*self.done, weights]}, self.work / BEST)
+        save_checkpoint(self.meta.to_checkpoint([*self.done, weights]), self.work / BEST)
 
     def log(self, row: dict) -> None:
         """One more row of history.csv (the file is rewritten whole, atomically)."""
@@ -337,13 +338,10 @@ def _prepare(work: Path, series: SeriesSet, config: Config, fingerprint: str, ru
     buffer = SeriesBuffer.build(scaled, config.input_length, runtime.device, features.extra(series),
                                 n_known=features.n_known, horizon=horizon, codes=codes)
     refits = [config.member(m).train.refit_epochs > 0 for m in range(1, members + 1)]
-    meta = {"config": config.to_dict(), "scaler": scaler.to_dict(),
-            "columns": series.columns.to_dict(), "freq": series.freq,
-            "series_ids": list(series.ids),
-            "last_timestamps": [series.last_time(i).isoformat() for i in range(len(series))],
-            "versions": {"lstmcast": __version__, "torch": str(torch.__version__)},
-            "data_fingerprint": fingerprint, "features": features.to_dict(),
-            "seen": seen_by_run(series, parts, refits)}
+    meta = RunMeta(config, scaler, series.columns, series.freq, list(series.ids),
+                   [series.last_time(i).isoformat() for i in range(len(series))],
+                   {"lstmcast": __version__, "torch": str(torch.__version__)}, fingerprint, features,
+                   seen_by_run(series, parts, refits))
     atomic_write_text(work / "config.yaml", config.to_yaml())
     done, held_out, history = ([], [], []) if state is None else (
         list(state["members_done"]), list(state["members_held_out"]), [dict(r) for r in state["history"]])
@@ -399,8 +397,8 @@ def _epoch(run: _Run, job: _Member, fit: Fit, runtime: Runtime, emit: Callback, 
     seconds, lr = time.perf_counter() - started, fit.optimizer.param_groups[0]["lr"]
     run.log({"member": job.member, "epoch": epoch, "train_loss": train_loss,
              "val_loss": val_loss, "lr": lr, "seconds": round(seconds, 4)})
-    save_checkpoint({**run.meta, **fit.resumable(), "member": job.member, "members_done": run.done,
-                     "members_held_out": run.held_out, "history": run.history}, run.work / LAST)
+    save_checkpoint(run.meta.to_checkpoint(None, **fit.resumable(), member=job.member, members_done=run.done,
+                                           members_held_out=run.held_out, history=run.history), run.work / LAST)
     emit(EpochEnd(job.member, run.config.train.ensemble, epoch, tc.epochs, train_loss, val_loss, lr,
                   seconds, improved))
 
@@ -455,7 +453,8 @@ def _finalize(run: _Run, fit: Fit, runtime: Runtime) -> TrainResult:
                                          parts.horizon, runtime)
         metrics["conformal"]["windows"] = CALIBRATION_WINDOWS + (
             "; refit trained on them afterwards" if any(run.refits) else "")
-        save_checkpoint({**run.meta, "models": run.done, "conformal": metrics["conformal"]}, run.work / BEST)
+        run.meta = dataclasses.replace(run.meta, conformal=metrics["conformal"])
+        save_checkpoint(run.meta.to_checkpoint(run.done), run.work / BEST)
     atomic_write_text(run.work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return TrainResult(run.work, fit.best_epoch, fit.best_val, fit.epoch, metrics["stopped_early"], metrics)
 
