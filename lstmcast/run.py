@@ -97,7 +97,7 @@ class RunMeta:
         payload = {"config": self.config.to_dict(), "scaler": self.scaler.to_dict(),
                    "columns": self.columns.to_dict(), "freq": self.freq,
                    "series_ids": list(self.series_ids), "last_timestamps": list(self.last_timestamps),
-                   "versions": dict(self.versions), "data_fingerprint": self.data_fingerprint,
+                   "versions": self.versions, "data_fingerprint": self.data_fingerprint,
                    "features": self.features.to_dict(), "seen": self.seen}
         if self.seen is None:
             del payload["seen"]
@@ -121,7 +121,7 @@ class RunMeta:
         features = FeatureSpec.from_dict(saved, payload["freq"], series_ids)
         last = payload["last_timestamps"] if seen is not None else payload.get("last_timestamps", [])
         meta = cls(config, Scaler.from_dict(payload["scaler"]), Columns.from_dict(payload["columns"]),
-                   payload["freq"], series_ids, list(last), dict(payload.get("versions", {})),
+                   payload["freq"], series_ids, last, payload.get("versions", {}),
                    payload.get("data_fingerprint"), features, seen, payload.get("conformal"),
                    payload["format_version"])
         return meta, payload["models"]
