@@ -43,9 +43,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from .config import CELLS  # model.cell's values, declared with the key
 from .device import record_fallback
 
-CELLS = ("lstm", "peephole", "cifg", "gru")
 GATE_BLOCKS = {"lstm": 4, "peephole": 4, "cifg": 3, "gru": 3}
 LSTM_FAMILY = ("lstm", "peephole", "cifg")
 

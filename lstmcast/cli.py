@@ -29,6 +29,7 @@ from rich.table import Table
 
 from . import __version__
 from .config import (
+    OPTION_KEYS,
     Config,
     config_from_dict,
     load_config,
@@ -217,11 +218,9 @@ def _in_sample_note(in_sample: dict | None) -> str | None:
 
 def _build_config(config_file: Path | None, sets: List[str] | None, base: Config | None,
                   **options) -> Config:
-    """YAML file, then the named options, then --set: later wins."""
-    names = {"id_col": "data.id_col", "time_col": "data.time_col", "target": "data.target",
-             "horizon": "data.horizon", "freq": "data.freq", "lookback": "data.lookback", "device": "train.device",
-             "seed": "train.seed", "quantiles": "model.quantiles",
-             "past_covariates": "data.past_covariates", "future_covariates": "data.future_covariates"}
+    """YAML file, then the named options, then --set: later wins. `options` are train's parameters
+    named after the options config.py declares (--past-covariates: past_covariates)."""
+    names = {option.removeprefix("--").replace("-", "_"): key for option, key in OPTION_KEYS.items()}
     overrides = {names[k]: v for k, v in options.items() if v is not None}
     overrides.update(parse_set(sets or []))
     return load_config(config_file, overrides, base=base)

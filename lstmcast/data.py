@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from . import timegrid
+from .config import FILL_POLICIES  # noqa: F401  (data.fill's values, declared with the key)
 from .errors import LstmcastError
 
-FILL_POLICIES = ("error", "ffill", "interpolate", "zero")
 DEFAULT_ID, DEFAULT_TIME, DEFAULT_TARGET = "unique_id", "ds", "y"
 
 

@@ -28,7 +28,7 @@ import torch
 
 from . import __version__, rundir
 from .checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, save_checkpoint
-from .config import Config, config_from_dict
+from .config import RESUMABLE_KEYS, Config, config_from_dict
 from .covariates import FeatureSpec
 from .data import SeriesSet, read_series
 from .device import describe
@@ -57,10 +57,6 @@ from .validation import (  # noqa: F401  (minimum_length .. calibrate re-exporte
     validation_metrics,
 )
 from .windows import N_FEATURES, SeriesBuffer, available_memory, buffer_bytes, window_batch_bytes
-
-# Keys that may differ between an interrupted run and its --resume: they change how long or
-# where it trains, not what it computes.
-RESUMABLE_KEYS = {"train.epochs", "train.patience", "train.device"}
 
 
 def resolve_config(config: Config, series: SeriesSet) -> Config:
