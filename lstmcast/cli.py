@@ -31,12 +31,10 @@ from . import __version__
 from .config import (
     OPTION_KEYS,
     Config,
-    config_from_dict,
     load_config,
     parse_set,
     quantile_column,
     quantile_pairs,
-    read_yaml,
 )
 from .errors import LstmcastError
 
@@ -226,21 +224,6 @@ def _build_config(config_file: Path | None, sets: List[str] | None, base: Config
     return load_config(config_file, overrides, base=base)
 
 
-def _saved_config(run_dir: Path) -> Config | None:
-    """The config an interrupted run was started with (the base for --resume)."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return None
-    advice = "the run cannot be resumed; train it again with --overwrite instead of --resume"
-    tree = read_yaml(path, "saved config", advice)
-    if not isinstance(tree, dict):
-        raise LstmcastError(f"{path}: not a readable lstmcast config; {advice}")
-    try:
-        return config_from_dict(tree)
-    except LstmcastError as exc:
-        raise LstmcastError(f"{path}: {exc}; {advice}") from None
-
-
 @app.command()
 def train(
     data: Path = typer.Argument(..., help="CSV file: long (id, time, value) or wide (--target a,b,c)."),
@@ -272,9 +255,10 @@ def train(
     reporter = Reporter(quiet)
 
     def body():
+        from .rundir import saved_config
         from .train import train as train_run
 
-        base = _saved_config(out) if resume else None
+        base = saved_config(out) if resume else None
         targets = [t.strip() for t in target.split(",") if t.strip()] if target else None
         cfg = _build_config(config, set_, base, id_col=id_col, time_col=time_col, target=targets,
                             horizon=horizon, freq=freq, lookback=lookback, device=device, seed=seed,

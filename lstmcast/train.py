@@ -205,8 +205,9 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
           on_event: Callback | None = None) -> TrainResult:
     """Train a forecaster on the CSV at `data_path` and write the run directory `out_dir`.
 
-    Holds the run directory's lock throughout (rundir.RunLock), after repairing what killed
-    runs left behind."""
+    `config` None: the defaults, or with `resume` the config the run was started with (its
+    config.yaml), so continuing a run needs only its directory. Holds the run directory's lock
+    throughout (rundir.RunLock), after repairing what killed runs left behind."""
     data_path, out = Path(data_path), Path(out_dir)
     if out.is_symlink():  # the run lives where the link points; the link stays
         out = Path(os.path.realpath(out))
@@ -216,6 +217,8 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
             if on_event is not None:
                 on_event(event)
         rundir.check_data(data_path, out, resume)
+        if config is None and resume:
+            config = rundir.saved_config(out)
         return _train_locked(data_path, out, config or Config(), resume, overwrite, on_event)
 
 
