@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint bench docs clean gpu-check gpu-prep
+.PHONY: install demo test lint bench docs clean gpu-check gpu-prep default-config
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# configs/default.yaml is generated from the key declarations in lstmcast/config.py (their defaults
+# and descriptions); tests/test_config_source.py fails when the committed file differs.
+default-config: install
+	$(PY) -c "from lstmcast.config import default_yaml; print(default_yaml(), end='')" > configs/default.yaml
 
 lint: install
 	$(BIN)/ruff check lstmcast tests benchmarks sample_data

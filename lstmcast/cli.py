@@ -29,15 +29,14 @@ from rich.table import Table
 
 from . import __version__
 from .config import (
+    OPTION_KEYS,
     Config,
     load_config,
     parse_set,
     quantile_column,
     quantile_pairs,
-    read_yaml,
 )
 from .errors import LstmcastError
-from .run import config_from_saved
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train stacked-LSTM forecasters on CSV files, forecast and evaluate them.")
@@ -217,29 +216,12 @@ def _in_sample_note(in_sample: dict | None) -> str | None:
 
 def _build_config(config_file: Path | None, sets: List[str] | None, base: Config | None,
                   **options) -> Config:
-    """YAML file, then the named options, then --set: later wins."""
-    names = {"id_col": "data.id_col", "time_col": "data.time_col", "target": "data.target",
-             "horizon": "data.horizon", "freq": "data.freq", "lookback": "data.lookback", "device": "train.device",
-             "seed": "train.seed", "quantiles": "model.quantiles",
-             "past_covariates": "data.past_covariates", "future_covariates": "data.future_covariates"}
+    """YAML file, then the named options, then --set: later wins. `options` are train's parameters
+    named after the options config.py declares (--past-covariates: past_covariates)."""
+    names = {option.removeprefix("--").replace("-", "_"): key for option, key in OPTION_KEYS.items()}
     overrides = {names[k]: v for k, v in options.items() if v is not None}
     overrides.update(parse_set(sets or []))
     return load_config(config_file, overrides, base=base)
-
-
-def _saved_config(run_dir: Path) -> Config | None:
-    """The config an interrupted run was started with (the base for --resume)."""
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return None
-    advice = "the run cannot be resumed; train it again with --overwrite instead of --resume"
-    tree = read_yaml(path, "saved config", advice)
-    if not isinstance(tree, dict):
-        raise LstmcastError(f"{path}: not a readable lstmcast config; {advice}")
-    try:
-        return config_from_saved(tree)   # an older run's config.yaml migrated (run.py)
-    except LstmcastError as exc:
-        raise LstmcastError(f"{path}: {exc}; {advice}") from None
 
 
 @app.command()
@@ -273,9 +255,10 @@ def train(
     reporter = Reporter(quiet)
 
     def body():
+        from .rundir import saved_config
         from .train import train as train_run
 
-        base = _saved_config(out) if resume else None
+        base = saved_config(out) if resume else None
         targets = [t.strip() for t in target.split(",") if t.strip()] if target else None
         cfg = _build_config(config, set_, base, id_col=id_col, time_col=time_col, target=targets,
                             horizon=horizon, freq=freq, lookback=lookback, device=device, seed=seed,

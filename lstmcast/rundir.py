@@ -27,6 +27,7 @@ from pathlib import Path
 
 from . import outputs
 from .checkpoint import BEST, LAST
+from .config import Config, read_yaml
 from .errors import LstmcastError
 from .outputs import environment_error
 
@@ -244,6 +245,23 @@ def recover(out: Path) -> list[Recovered]:
 
 # ---------------------------------------------------------------------------------------------
 # Where a train writes, and the swap
+
+
+def saved_config(run_dir: Path) -> Config | None:
+    """The config an interrupted run was started with (its config.yaml: the base for --resume),
+    None if it has none."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    advice = "the run cannot be resumed; train it again with --overwrite instead of --resume"
+    tree = read_yaml(path, "saved config", advice)
+    if not isinstance(tree, dict):
+        raise LstmcastError(f"{path}: not a readable lstmcast config; {advice}")
+    try:
+        from .run import config_from_saved  # an older run's config.yaml migrated there
+        return config_from_saved(tree)
+    except LstmcastError as exc:
+        raise LstmcastError(f"{path}: {exc}; {advice}") from None
 
 
 def check_flags(out: Path, resume: bool, overwrite: bool) -> None:

@@ -28,7 +28,7 @@ import torch
 
 from . import __version__, rundir
 from .checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, save_checkpoint
-from .config import Config
+from .config import RESUMABLE_KEYS, Config
 from .covariates import FeatureSpec
 from .data import SeriesSet, read_series
 from .device import describe
@@ -58,10 +58,6 @@ from .validation import (  # noqa: F401  (minimum_length .. calibrate re-exporte
     validation_metrics,
 )
 from .windows import N_FEATURES, SeriesBuffer, available_memory, buffer_bytes, window_batch_bytes
-
-# Keys that may differ between an interrupted run and its --resume: they change how long or
-# where it trains, not what it computes.
-RESUMABLE_KEYS = {"train.epochs", "train.patience", "train.device"}
 
 
 def resolve_config(config: Config, series: SeriesSet) -> Config:
@@ -210,8 +206,9 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
           on_event: Callback | None = None) -> TrainResult:
     """Train a forecaster on the CSV at `data_path` and write the run directory `out_dir`.
 
-    Holds the run directory's lock throughout (rundir.RunLock), after repairing what killed
-    runs left behind."""
+    `config` None: the defaults, or with `resume` the config the run was started with (its
+    config.yaml), so continuing a run needs only its directory. Holds the run directory's lock
+    throughout (rundir.RunLock), after repairing what killed runs left behind."""
     data_path, out = Path(data_path), Path(out_dir)
     if out.is_symlink():  # the run lives where the link points; the link stays
         out = Path(os.path.realpath(out))
@@ -221,6 +218,8 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
             if on_event is not None:
                 on_event(event)
         rundir.check_data(data_path, out, resume)
+        if config is None and resume:
+            config = rundir.saved_config(out)
         return _train_locked(data_path, out, config or Config(), resume, overwrite, on_event)
 
 

@@ -212,7 +212,7 @@ def test_ensemble_resume_inside_the_second_member(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train(SALES, tmp_path / "cut", config, on_event=kill)
-    train(SALES, tmp_path / "cut", config, resume=True)
+    train(SALES, tmp_path / "cut", resume=True)  # no config: the run's own (config.yaml)
     for member in (0, 1):
         assert_same_weights(weights(tmp_path / "full" / "model.pt", member),
                             weights(tmp_path / "cut" / "model.pt", member), atol=1e-6)
