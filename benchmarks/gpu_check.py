@@ -72,7 +72,9 @@ def run_step(step: Step, base_env: dict) -> Step:
         done = subprocess.run(step.command, cwd=ROOT, env={**base_env, **step.env}, capture_output=True,
                               text=True, timeout=step.timeout, stdin=subprocess.DEVNULL)
         step.output = done.stdout + ("\n[stderr]\n" + done.stderr if done.stderr.strip() else "")
-        step.status = "ok" if done.returncode == 0 else f"FAIL (exit {done.returncode})"
+        step.status = ("ok" if done.returncode == 0 else
+                       f"REFUSED (exit 2): {done.stderr.strip().splitlines()[-1][:150]}" if done.returncode == 2 and
+                       done.stderr.strip() else f"FAIL (exit {done.returncode})")
         step.result = last_json(done.stdout)
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 
 import numpy as np
@@ -24,6 +25,7 @@ from torch import nn
 
 from lstmcast.config import load_config
 from lstmcast.device import describe, resolve_device
+from lstmcast.errors import LstmcastError
 from lstmcast.losses import make_loss
 from lstmcast.model import Forecaster
 from lstmcast.precision import PRECISIONS, autocast_dtype, fp32_math
@@ -99,8 +101,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    device = resolve_device(args.device)
-    autocast = autocast_dtype(args.precision, device, ("lstm",))
+    try:
+        device = resolve_device(args.device)
+        autocast = autocast_dtype(args.precision, device, ("lstm",))
+    except LstmcastError as exc:  # e.g. --precision bf16 where cuDNN has no bf16 LSTM: say why
+        print(f"throughput: {exc}", file=sys.stderr)
+        sys.exit(2)
     with fp32_math(args.precision):
         measure(args, device, autocast)
 
