@@ -21,7 +21,7 @@ import torch
 from conftest import SALES, TINY, run_cli
 
 from lstmcast.device import clear_fallbacks, fallbacks, resolve_device
-from lstmcast.precision import _op_names, autocast_dtype, bf16_kernel, tf32_state
+from lstmcast.precision import _op_names, autocast_dtype, bf16_kernel
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -114,12 +114,3 @@ def test_fp32_on_gpu_is_ieee_and_matches_the_cpu(tmp_path):
     assert scale > 0
     np.testing.assert_allclose(gpu - last, cpu - last, rtol=0, atol=1e-5 * scale + 1e-6 * np.abs(last).max())
 
-
-def test_tf32_is_a_choice_and_is_restored():
-    from lstmcast.precision import fp32_math
-    before = tf32_state()
-    with fp32_math("tf32"):
-        assert tf32_state() == {"matmul": True, "cudnn_rnn": True}
-    with fp32_math("fp32"):
-        assert tf32_state() == {"matmul": False, "cudnn_rnn": False}
-    assert tf32_state() == before
