@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import SCALINGS as METHODS  # noqa: F401  (data.scaling's values, declared with the key)
 from .errors import LstmcastError
+from .keys import SCALINGS as METHODS  # noqa: F401  (data.scaling's values, declared with the key)
 
 # Largest |value| computed with safely: the scalers and the metrics work in float64 and square
 # errors (1e100 ** 2 is far from the float64 limit, 1.8e308). Unscaled values (none) go straight

@@ -14,8 +14,8 @@ import pandas as pd
 import torch
 
 from . import timegrid
-from .config import quantile_pairs
 from .data import SeriesSet
+from .keys import quantile_pairs
 from .losses import Loss, window_loss
 from .metrics import compare, pair_name, quantile_metrics, season_length
 from .model import Ensemble, forecast_windows

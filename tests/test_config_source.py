@@ -1,4 +1,4 @@
-"""One source of truth: every config key is declared once in lstmcast/config.py (default, rules,
+"""One source of truth: every config key is declared once in lstmcast/keys.py (default, rules,
 description, member / resumable, named option); configs/default.yaml, MEMBER_KEYS,
 RESUMABLE_KEYS, the CLI's option -> key map and the choice lists are derived from it."""
 
