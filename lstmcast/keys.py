@@ -168,9 +168,15 @@ class ModelConfig:
 
 
 def quantile_pairs(levels) -> list[tuple[float, float]]:
-    """Symmetric pairs (lo, hi = 1 - lo) among `levels`, outermost first: the prediction intervals."""
-    lows = sorted(q for q in levels if q < 0.5)
-    return [(lo, hi) for lo in lows for hi in levels if hi > 0.5 and math.isclose(hi, 1.0 - lo, abs_tol=1e-9)]
+    """Symmetric pairs (lo, hi = 1 - lo) among `levels`, outermost first: the prediction intervals.
+    A level without its mirror (0.5 itself) is in no pair. The one home of this rule: training,
+    metrics and the plot's bands (plot.quantile_bands) all pair levels here."""
+    pairs = []
+    for lo in sorted(q for q in levels if q < 0.5):
+        hi = next((q for q in levels if q > 0.5 and math.isclose(q, 1.0 - lo, abs_tol=1e-9)), None)
+        if hi is not None:
+            pairs.append((lo, hi))
+    return pairs
 
 
 def quantile_column(level: float) -> str:
