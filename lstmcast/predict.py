@@ -19,7 +19,7 @@ from .model import Ensemble, forecast_windows
 from .precision import forecast_autocast, fp32_math
 from .run import RunMeta, config_from_saved, upgrade_payload
 from .rundir import check_output
-from .scaling import Scaler, check_magnitude, unscale
+from .scaling import Scaler, check_magnitude, to_scaled, unscale
 from .windows import SeriesBuffer
 
 if TYPE_CHECKING:  # torch itself is used through model, windows and device
@@ -162,7 +162,7 @@ def forecast_at(run: Run, series: SeriesSet, loc: np.ndarray, scale: np.ndarray,
     which with known future features needs `tail` (FeatureSpec.tail): the rows after each end.
     """
     index = np.arange(len(series)) if index is None else np.asarray(index)
-    scaled = [(v - lo) / sc for v, lo, sc in zip(series.values, loc, scale)]
+    scaled = to_scaled(series.values, loc, scale)
     spec = run.features
     extra = spec.extra(series) if spec is not None else None
     n_known = spec.n_known if spec is not None else 0

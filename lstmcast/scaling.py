@@ -82,6 +82,12 @@ class Scaler:
                    np.asarray(d["scale"], dtype=np.float64))
 
 
+def to_scaled(values: list[np.ndarray], loc: np.ndarray, scale: np.ndarray) -> list[np.ndarray]:
+    """Each series in the scaler's units, (x - loc[i]) / scale[i]: what the model reads, in
+    training and in forecasting (the inverse of unscale)."""
+    return [(v - lo) / sc for v, lo, sc in zip(values, loc, scale)]
+
+
 def unscale(scaled: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Scaled forecasts (n, horizon) or (n, horizon, Q) -> the data's units; loc, scale (n,) per row."""
     shape = (-1,) + (1,) * (scaled.ndim - 1)

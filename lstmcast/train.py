@@ -41,7 +41,7 @@ from .model import Ensemble, count_parameters
 from .precision import fp32_math
 from .run import RunMeta, config_from_saved
 from .runtime import Runtime
-from .scaling import Scaler, check_magnitude
+from .scaling import Scaler, check_magnitude, to_scaled
 from .validation import (  # noqa: F401  (minimum_length .. calibrate re-exported: tests, benchmarks)
     CALIBRATION_WINDOWS,
     Parts,
@@ -330,7 +330,7 @@ def _prepare(work: Path, series: SeriesSet, config: Config, fingerprint: str, ru
     parts = split_parts(series.lengths(), horizon, config.model.conformal)
     scaler = Scaler.fit(config.data.scaling, series.ids,
                         [v[:n] for v, n in zip(series.values, parts.train)])
-    scaled = [(v - loc) / scale for v, loc, scale in zip(series.values, scaler.loc, scaler.scale)]
+    scaled = to_scaled(series.values, scaler.loc, scaler.scale)
     features = FeatureSpec.fit(config, series, parts.train)
     dims = features.dims()
     codes = np.arange(len(series)) if dims["n_series"] and config.model.series_embedding else None
