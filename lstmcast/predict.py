@@ -16,9 +16,10 @@ from .data import Columns, SeriesSet, read_future, read_series
 from .device import resolve_device
 from .errors import LstmcastError
 from .model import Ensemble, forecast_windows
-from .precision import forecast_autocast, fp32_math
+from .precision import fp32_math
 from .run import RunMeta, config_from_saved, upgrade_payload
 from .rundir import check_output
+from .runtime import Runtime
 from .scaling import Scaler, check_magnitude, to_scaled, unscale
 from .windows import SeriesBuffer
 
@@ -169,10 +170,9 @@ def forecast_at(run: Run, series: SeriesSet, loc: np.ndarray, scale: np.ndarray,
     codes = spec.codes(series.ids) if spec is not None and run.config.model.series_embedding else None
     buffer = SeriesBuffer.build(scaled, run.config.input_length, run.device, extra, tail,
                                 n_known=n_known, horizon=run.horizon, codes=codes)
-    precision = run.config.train.precision
-    autocast = forecast_autocast(precision, run.device, run.config.cells_in_use())  # fp32 on a CPU
-    with fp32_math(precision):
-        out = forecast_windows(run.model, buffer.model_inputs, buffer.origin_starts(origins, index), autocast)
+    runtime = Runtime.for_forecast(run.device, run.config.train.precision, run.config.cells_in_use())
+    with fp32_math(runtime.precision):
+        out = forecast_windows(run.model, buffer.model_inputs, buffer.origin_starts(origins, index), runtime)
     return unscale(out.cpu().double().numpy(), loc[index], scale[index])
 
 

@@ -52,6 +52,7 @@ from .validation import (  # noqa: F401  (minimum_length .. calibrate re-exporte
     seen_by_run,
     split_parts,
     stopping_starts,
+    too_short,
     validated,
     validation_label,
     validation_loss,
@@ -73,7 +74,7 @@ def resolve_config(config: Config, series: SeriesSet) -> Config:
 
 def check_lengths(series: SeriesSet, horizon: int, path: Path, conformal: bool = False) -> None:
     need = minimum_length(horizon)
-    short = [(sid, len(v)) for sid, v in zip(series.ids, series.values) if len(v) < need]
+    short = too_short(series, horizon)
     if short:
         sid, n = short[0]
         more = f" (and {len(short) - 1} more)" if len(short) > 1 else ""
