@@ -1,9 +1,9 @@
 """M3 accuracy (kept for the command in docs/accuracy.md and the issue): `benchmarks/accuracy.py m3-<subset>`.
 
-    python benchmarks/m3.py                        # M3 monthly, configs/m3_monthly.yaml
-    python benchmarks/m3.py --subset quarterly     # M3 quarterly, configs/quarterly.yaml
+    python benchmarks/m3.py                        # M3 monthly, no config (accuracy.py's default)
+    python benchmarks/m3.py --subset quarterly     # M3 quarterly
 
-Every other option is passed on to accuracy.py (--config, --set, --limit, --keep).
+Every other option is passed on to accuracy.py (--config, --set, --limit, --holdout, --no-baselines, ...).
 """
 
 from __future__ import annotations
