@@ -123,11 +123,13 @@ def smape(y: np.ndarray, f: np.ndarray) -> float:
 
 
 def mase(histories: list[np.ndarray], actual: np.ndarray, forecasts: np.ndarray, m: int) -> float:
+    """Mean over series of MAE / competition_scale. A history of at most m points has no seasonal
+    pair and no scale: it is left out (none in the test part; --holdout validation on M1 has some)."""
     scores = []
     for x, y, f in zip(histories, actual, forecasts):
-        scale = competition_scale(x, m)
-        scores.append(np.mean(np.abs(y - f)) / scale)
-    return float(np.mean(scores))
+        if len(x) > m:
+            scores.append(np.mean(np.abs(y - f)) / competition_scale(x, m))
+    return float(np.mean(scores)) if scores else float("nan")
 
 
 def lstmcast(*args: str) -> None:
@@ -234,19 +236,31 @@ def fit_baselines(histories: list[np.ndarray], horizon: int, season: int) -> dic
                              "ds": np.concatenate([np.arange(len(x)) for x in xs]),   # integer steps
                              "y": np.concatenate(xs).astype(np.float64)})
 
+    def fit(model, xs: list[np.ndarray]) -> np.ndarray:
+        result = StatsForecast(models=[model], freq=1, n_jobs=1).forecast(df=frame(xs), h=horizon)
+        result = result.sort_values(["unique_id", "ds"])
+        assert result["unique_id"].nunique() == len(xs), "every series must get a forecast"
+        return result[result.columns[-1]].to_numpy(dtype=np.float64).reshape(len(xs), horizon)
+
+    def fit_or_nan(model, x: np.ndarray) -> np.ndarray:
+        try:
+            return fit(model, [x])[0]
+        except Exception:   # NaN: patch_nonfinite gives it seasonal naive and says so
+            return np.full(horizon, np.nan)
+
     toy = [100 + 10 * np.sin(2 * np.pi * np.arange(4 * season + 8) / season) + np.arange(4 * season + 8)]
     out = {}
     for name, make in (("AutoETS", AutoETS), ("Theta", Theta)):
         StatsForecast(models=[make(season_length=season)], freq=1, n_jobs=1).forecast(df=frame(toy), h=horizon)
-        began = time.perf_counter()
-        sf = StatsForecast(models=[make(season_length=season)], freq=1, n_jobs=1)
         with warnings.catch_warnings():   # ets.py divides by zero for its variance on short series
             warnings.simplefilter("ignore", RuntimeWarning)
-            result = sf.forecast(df=frame(histories), h=horizon)
-        seconds = time.perf_counter() - began
-        result = result.sort_values(["unique_id", "ds"])
-        assert result["unique_id"].nunique() == len(histories), "every series must get a forecast"
-        out[name] = (result[name].to_numpy(dtype=np.float64).reshape(len(histories), horizon), seconds)
+            began = time.perf_counter()
+            try:
+                forecasts = fit(make(season_length=season), histories)
+            except Exception:   # a history too short for the model ("tiny datasets"): series by series
+                began = time.perf_counter()
+                forecasts = np.stack([fit_or_nan(make(season_length=season), x) for x in histories])
+            out[name] = (forecasts, time.perf_counter() - began)
     return out
 
 
@@ -335,6 +349,10 @@ def competition(name: str, spec: Competition, config: str | None, sets: list[str
         result.rows.append(("lstmcast", smape(actual, forecast), mase(histories, actual, forecast, m),
                             result.seconds[0]))
     snaive = np.stack([np.resize(x[-m:], horizon) for x in histories])
+    short = sum(len(x) <= m for x in histories)
+    if short:
+        result.notes.append(f"MASE leaves out {short} series whose history ({holdout} part) has at most {m} "
+                            "points, no seasonal pair to scale by; sMAPE counts them")
     result.rows.append(("seasonal naive", smape(actual, snaive), mase(histories, actual, snaive, m), None))
     if run_baselines:
         for method, (f, seconds) in baselines(name, holdout, limit, histories, horizon, m).items():
