@@ -63,6 +63,9 @@ def test_perfect_forecast_scores_zero_and_seasonal_naive_scores_one(bench):
     x = histories[0]
     assert bench.mase([x], x[None, 12:], x[None, :12], 12) == pytest.approx(1.0)
     assert bench.smape(actual, actual * 3) == pytest.approx(100.0)     # 200 * 2 / 4
+    # A history with no seasonal pair (validation on M1) has no scale: MASE leaves it out.
+    both = bench.mase([np.arange(1.0, 4.0), x], np.stack([x[12:], x[12:]]), np.stack([x[:12], x[:12]]), 12)
+    assert both == pytest.approx(1.0)
 
 
 def test_baselines_fit_score_and_cache(bench, tmp_path, monkeypatch):
