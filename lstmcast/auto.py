@@ -55,7 +55,7 @@ class Facts:
     positive: bool     # every value > 0
 
     @classmethod
-    def of(cls, series) -> "Facts":
+    def of(cls, series) -> Facts:
         """Facts of a data.SeriesSet."""
         lengths = series.lengths()
         name = family(series.freq)
@@ -133,10 +133,28 @@ def _batch(windows: int) -> tuple[int, str]:
     return batch, f"~{windows:,} training windows: at least {MIN_STEPS_PER_EPOCH} steps an epoch"
 
 
-def choose(facts: Facts, given: set[str], horizon: int | None = None) -> list[Choice]:
+def resolve(config, series) -> tuple[Any, list[Choice]]:
+    """`config` with the automatic recipe's choices for `series` (a data.SeriesSet) applied, and
+    the choices; unchanged with train.recipe none or when the user gave every key."""
+    if config.train.recipe != "auto":
+        return config, []
+    from .config import load_config
+    given = config.given_keys()
+    user_members = len(config.train.members) if "train.members" in given and config.train.members else None
+    choices = choose(Facts.of(series), given, config.data.horizon, user_members)
+    if not choices:
+        return config, []
+    return load_config(None, {c.key: c.value for c in choices}, base=config), choices
+
+
+def choose(facts: Facts, given: set[str], horizon: int | None = None,
+           user_members: int | None = None) -> list[Choice]:
     """The automatic recipe for data with these facts: a Choice for each key not in `given`
-    (dotted keys the user set). `horizon`: the user's, when given."""
+    (dotted keys the user set). `horizon`: the user's, when given; `user_members`: how many
+    train.members entries the user gave."""
     out: list[Choice] = []
+    if "train.ensemble_lookbacks" in given:
+        given = given | {"data.lookback"}
 
     def pick(key: str, value: Any, reason: str) -> None:
         if key not in given:
@@ -157,13 +175,16 @@ def choose(facts: Facts, given: set[str], horizon: int | None = None) -> list[Ch
     lookbacks, why_lookbacks = _lookbacks(facts, horizon)
     recipes = _recipes(facts, given)
     members = _members(recipes, lookbacks if "data.lookback" not in given else [None], given)
-    n_members = len(members) if "train.ensemble" not in given else None
     pick("data.lookback", lookbacks[0], f"members read {why_lookbacks}" if len(lookbacks) > 1 else why_lookbacks)
-    if n_members is not None:
-        pick("train.ensemble", n_members, "the median of members of different recipes and lookbacks "
+    if user_members is not None:
+        pick("train.ensemble", user_members, "one member per train.members entry")
+    else:
+        pick("train.ensemble", len(members), "the median of members of different recipes and lookbacks "
              "beats any one of them; the time budget may train fewer")
     if "train.members" not in given and any(members):
         pick("train.members", members, "; ".join(r[2] for r in recipes))
+        pick("train.select", True, "after training, members whose recipe does not suit the data are left "
+             "out, judged on the early-stopping windows")
     first = recipes[0]
     pick("model.window_norm", first[0], "each window centred and scaled by its own mean and spread"
          if first[0] == "standard" else "each window divided by its mean level")

@@ -94,9 +94,9 @@ class Reporter:
         if self.quiet:
             return
         from .rundir import Recovered  # loaded by then: events come from a running train
-        from .train import EpochEnd, Step, TrainStart
+        from .train import EpochEnd, Note, Step, TrainStart
 
-        if isinstance(event, Recovered):
+        if isinstance(event, (Recovered, Note)):
             self.info(event.message)
         elif isinstance(event, TrainStart):
             resumed = f", resuming at epoch {event.first_epoch}" if event.first_epoch > 1 else ""
@@ -246,6 +246,9 @@ def train(
     set_: List[str] | None = typer.Option(None, "--set", help="Config override key=value, repeatable."),
     device: str | None = typer.Option(None, "--device", help="auto|cpu|cuda|cuda:N|mps."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed."),
+    time_budget: str | None = typer.Option(
+        None, "--time-budget", help="Wall-clock limit for training, e.g. 90s, 10m, 1h30m (train.time_budget; "
+                                    "default 10m; 'none': no limit)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from last.pt."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace an existing run directory once the new run is done."),
@@ -262,6 +265,7 @@ def train(
         targets = [t.strip() for t in target.split(",") if t.strip()] if target else None
         cfg = _build_config(config, set_, base, id_col=id_col, time_col=time_col, target=targets,
                             horizon=horizon, freq=freq, lookback=lookback, device=device, seed=seed,
+                            time_budget=time_budget,
                             quantiles=quantiles, past_covariates=past_covariates,
                             future_covariates=future_covariates)
         try:

@@ -27,8 +27,10 @@ from .keys import (
     MEMBER_KEYS,
     OPTION_KEYS,
     PRECISIONS,
+    RECIPES,
     RESUMABLE_KEYS,
     SCALINGS,
+    SCHEDULES,
     SECTIONS,
     WINDOW_NORMS,
     DataConfig,
@@ -43,7 +45,7 @@ from .keys import (
 
 # Declared in keys.py, importable from here too (lstmcast.config is the public home of a Config).
 __all__ = ["CALENDARS", "CELLS", "DEVICES", "FILL_POLICIES", "LOSSES", "MEMBER_KEYS", "OPTION_KEYS",
-           "PRECISIONS", "RESUMABLE_KEYS", "SCALINGS", "WINDOW_NORMS", "Config", "DataConfig", "ModelConfig",
+           "PRECISIONS", "RECIPES", "RESUMABLE_KEYS", "SCALINGS", "SCHEDULES", "WINDOW_NORMS", "Config", "DataConfig", "ModelConfig",
            "TrainConfig", "config_from_dict", "declared", "default_yaml", "is_choice", "load_config",
            "parse_set", "quantile_column", "quantile_pairs", "read_yaml", "safe_load"]
 
@@ -53,6 +55,9 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Dotted keys set explicitly (config file, --set, a named option, a saved config), whatever
+    # their value: what the automatic recipe must leave alone (given_keys). Not part of the config.
+    given: frozenset = field(default=frozenset(), compare=False, repr=False)
 
     def __post_init__(self):
         for key, noun in (("ensemble_lookbacks", "lookbacks"), ("members", "entries")):
@@ -82,18 +87,40 @@ class Config:
         lookbacks, entries = self.train.ensemble_lookbacks, self.train.members
         if not lookbacks and not entries:
             return self
-        updates = {"train.ensemble_lookbacks": None, "train.members": None}
-        if lookbacks:
-            updates["data.lookback"] = int(lookbacks[(member - 1) % len(lookbacks)])
+        updates = {"train.ensemble_lookbacks": None, "train.members": None, **self.member_keys(member)}
         where = "train.ensemble_lookbacks"
         if entries:
-            updates.update(_member_updates(entries[(member - 1) % len(entries)]))
             where = f"train.members entry {(member - 1) % len(entries) + 1}"
         try:
             return _apply(self, updates, where)
         except LstmcastError as exc:
             message = str(exc)
             raise LstmcastError(message if message.startswith(where) else f"{where}: {message}") from None
+
+    def member_keys(self, member: int) -> dict[str, Any]:
+        """Member `member`'s own keys, dotted: its lookback from train.ensemble_lookbacks and its
+        train.members entry (both cycled)."""
+        lookbacks, entries = self.train.ensemble_lookbacks, self.train.members
+        own = {"data.lookback": int(lookbacks[(member - 1) % len(lookbacks)])} if lookbacks else {}
+        if entries:
+            own.update(_member_updates(entries[(member - 1) % len(entries)]))
+        return own
+
+    def given_keys(self) -> set[str]:
+        """Keys the user set: given explicitly, or (a Config built in Python) different from their
+        declared default."""
+        defaults = Config().flat()
+        return set(self.given) | {k for k, v in self.flat().items() if v != defaults[k]}
+
+    def flat(self) -> dict[str, Any]:
+        """{"data.horizon": 12, ...}: every key, dotted."""
+        return {f"{s}.{k}": v for s, section in self.to_dict().items() for k, v in section.items()}
+
+    def member_seed(self, member: int) -> int:
+        """Seed of ensemble member `member` (1-based): its train.members entry's train.seed if it
+        sets one, else train.seed + member - 1."""
+        own = self.member_keys(member)
+        return int(own["train.seed"]) if "train.seed" in own else self.train.seed + member - 1
 
     def member_lookback(self, member: int) -> int:
         """Input length of ensemble member `member` (1-based): train.ensemble_lookbacks or its
@@ -106,7 +133,7 @@ class Config:
         return max(self.member_lookback(m) for m in range(1, self.train.ensemble + 1))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -126,6 +153,8 @@ def _member_updates(entry: dict) -> dict[str, Any]:
 def _check_value(key: str, f: dataclasses.Field, value: Any) -> Any:
     """Validate one value against its field's rules; return it in its canonical type."""
     meta = f.metadata
+    if meta["check"] is not None:
+        return meta["check"](value, key)
     if value is None:
         if meta["nullable"]:
             return None
@@ -213,7 +242,8 @@ def _apply(config: Config, updates: dict[str, Any], source: str) -> Config:
             raise LstmcastError(f"{source}: unknown config key '{key}'; "
                                 f"{section} keys are: {', '.join(fields)}")
         sections[section][name] = _check_value(key, fields[name], value)
-    return Config(**{name: cls(**sections[name]) for name, cls in SECTIONS.items()})
+    return Config(**{name: cls(**sections[name]) for name, cls in SECTIONS.items()},
+                  given=config.given | frozenset(updates))
 
 
 def _flatten(tree: dict, source: str) -> dict[str, Any]:

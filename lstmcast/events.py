@@ -26,6 +26,13 @@ class TrainStart:
 
 
 @dataclass
+class Note:
+    """A line for the user: an automatic-recipe choice with its reason, what the time budget cut."""
+
+    message: str
+
+
+@dataclass
 class Step:
     member: int
     epoch: int

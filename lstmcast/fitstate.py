@@ -30,13 +30,37 @@ def _set_rng_state(state: dict, generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class LinearDecay:
+    """train.schedule linear: the learning rate falls linearly from its start to 0 over `total`
+    optimizer steps (`batch` after each). `step(val_loss)` does nothing: the plateau schedule's."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total: int):
+        self.optimizer, self.total, self.done = optimizer, max(int(total), 1), 0
+        self.base = [group["lr"] for group in optimizer.param_groups]
+
+    def batch(self) -> None:
+        self.done += 1
+        left = max(1.0 - self.done / self.total, 0.0)
+        for group, base in zip(self.optimizer.param_groups, self.base):
+            group["lr"] = base * left
+
+    def step(self, val_loss: float) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {"total": self.total, "done": self.done, "base": list(self.base)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.total, self.done, self.base = state["total"], state["done"], list(state["base"])
+
+
 @dataclass
 class Fit:
     """Everything one training run mutates, so it can be saved to and restored from last.pt."""
 
     model: Forecaster
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | LinearDecay
     generator: torch.Generator
     best_weights: dict
     best_val: float = math.inf
@@ -94,13 +118,16 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
     return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr)
 
 
-def new_fit(config: Config, member: int, device: torch.device, dims: dict) -> Fit:
-    """A fresh member: `config` is that member's own (Config.member)."""
-    seed = config.train.seed + member - 1
+def new_fit(config: Config, seed: int, device: torch.device, dims: dict, steps_per_epoch: int = 1) -> Fit:
+    """A fresh member: `config` is that member's own (Config.member), `seed` its seed
+    (Config.member_seed); the linear schedule decays over train.epochs x `steps_per_epoch`."""
     seed_everything(seed)
     model = Forecaster(config.model, config.data.horizon, config.data.resolved_lookback, **dims).to(device)
     optimizer = make_optimizer(model, config.train.lr, config.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=config.train.lr_factor, patience=config.train.lr_patience)
+    if config.train.schedule == "linear":
+        scheduler = LinearDecay(optimizer, config.train.epochs * steps_per_epoch)
+    else:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=config.train.lr_factor, patience=config.train.lr_patience)
     return Fit(model, optimizer, scheduler, torch.Generator().manual_seed(seed),
                 copy.deepcopy(model.state_dict()))

@@ -32,6 +32,14 @@ PRECISIONS = ("auto", "bf16", "fp32", "tf32")
 # train.device and every --device: "cuda:N" is the GPU of index N. Whether it works here is
 # checked by allocating on it (device.resolve_device).
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+RECIPES = ("auto", "none")
+SCHEDULES = ("plateau", "linear")
+
+
+def duration_text(value: Any, key: str) -> str | None:
+    """A duration key's canonical text ('10m', '90s', '1.5h'), or None (no limit)."""
+    from .budget import format_duration, parse_duration
+    return format_duration(parse_duration(value, key)) if parse_duration(value, key) is not None else None
 
 
 def is_choice(value: Any, choices: tuple) -> bool:
@@ -48,16 +56,17 @@ def is_choice(value: Any, choices: tuple) -> bool:
 def _key(default: Any, doc: str, *, choices: tuple | None = None, minimum: float | None = None,
          maximum: float | None = None, nullable: bool = False, kind: type | None = None,
          items: type = str, exclusive: bool = False, unique: bool = False, member: bool = False,
-         resumable: bool = False, option: str | None = None):
+         resumable: bool = False, option: str | None = None, check=None):
     """A config field, declared once: its default, its validation rules (`items`: of a list;
     `exclusive`: minimum and maximum themselves are not allowed; `unique`: no repeated items),
     `doc` (its line in configs/default.yaml), whether an ensemble member may set it in
     train.members (`member`), whether --resume may change it (`resumable`: how long or where the
-    run trains, not what it computes) and its named option of `lstmcast train` (`option`)."""
+    run trains, not what it computes) and its named option of `lstmcast train` (`option`).
+    `check(value, key)`: a parser that validates a value and returns its canonical form."""
     meta = {"choices": choices, "minimum": minimum, "maximum": maximum, "nullable": nullable,
             "kind": kind if kind is not None else type(default), "items": items,
             "exclusive": exclusive, "unique": unique, "doc": doc, "member": member,
-            "resumable": resumable, "option": option}
+            "resumable": resumable, "option": option, "check": check}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -198,6 +207,10 @@ class TrainConfig:
                          resumable=True)
     lr_patience: int = _key(3, "epochs without improvement before the learning rate is cut", minimum=0,
                             member=True)
+    schedule: str = _key(
+        "plateau", "learning rate: plateau = cut by lr_factor after lr_patience epochs without improvement | "
+        "linear = from lr down to 0 over train.epochs (with a time budget: the epochs that fit, planned after "
+        "the first)", choices=SCHEDULES, member=True)
     lr_factor: float = _key(0.5, "multiplier applied to the learning rate at each cut", minimum=0.0, maximum=1.0,
                             member=True)
     loss: str = _key(
@@ -208,8 +221,9 @@ class TrainConfig:
         "fp32 (IEEE, TF32 off) | tf32", choices=PRECISIONS)
     device: str = _key("auto", "auto = cuda, then mps, then cpu | cpu | cuda | cuda:N (GPU N) | mps",
                        choices=DEVICES, resumable=True, option="--device")
-    seed: int = _key(0, "same seed, same data, same CPU -> identical checkpoints and forecasts", minimum=0,
-                     option="--seed")
+    seed: int = _key(0, "same seed, same data, same CPU -> identical checkpoints and forecasts; member k "
+                     "trains with seed + k - 1 unless its train.members entry sets its own", minimum=0,
+                     option="--seed", member=True)
     ensemble: int = _key(1, "members trained with seeds seed, seed+1, ...; the forecast is their median", minimum=1)
     refit_epochs: int = _key(
         0, "after early stopping, this many more epochs on all windows, the validation part too, from the best "
@@ -220,6 +234,20 @@ class TrainConfig:
     max_windows_per_series: int | None = _key(
         None, "train on only the latest N windows of each series (null = all); faster epochs",
         minimum=1, nullable=True, kind=int, member=True)
+    windows_per_epoch: int | None = _key(
+        None, "windows an epoch trains on, sampled anew each epoch from all training windows (null = all): "
+        "epochs that do not grow with the data", minimum=1, nullable=True, kind=int, member=True)
+    recipe: str = _key(
+        "auto", "auto = every key not given (file, --set, option) is chosen from the data, each choice printed "
+        "with its reason and written to the run's config.yaml | none = the declared defaults", choices=RECIPES,
+        resumable=True)
+    time_budget: str | None = _key(
+        "10m", "training ends inside this wall-clock time (e.g. 90s, 10m, 1h30m), data reading included; "
+        "members and epochs are fitted to it | null = no limit", nullable=True, kind=str, resumable=True,
+        option="--time-budget", check=duration_text)
+    select: bool = _key(
+        False, "keep only the members whose median forecast scores best on the early-stopping windows "
+        "(validation MASE; a larger set within 0.5% is preferred)")
     members: list | None = _key(
         None, "e.g. [{train.loss: smape}, {model.window_norm: standard, train.loss: mase}]: member k's own keys "
         "(cycled; docs/model.md, Mixed ensembles)", nullable=True, kind=list, items=dict)

@@ -27,16 +27,18 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import __version__, rundir
+from . import __version__, auto, rundir
+from .budget import Budget, format_duration, parse_duration
 from .checkpoint import BEST, LAST, atomic_write_text, save_checkpoint
-from .config import Config
+from .config import Config, load_config
 from .covariates import FeatureSpec
 from .data import SeriesSet, read_series
 from .device import describe
 from .errors import LstmcastError
-from .events import LOSS_EVERY, Callback, EpochEnd, Step, TrainResult, TrainStart  # noqa: F401  (re-exported)
-from .fitstate import Fit, make_optimizer, new_fit, parameter_groups  # noqa: F401  (parameter_groups re-exported)
+from .events import LOSS_EVERY, Callback, EpochEnd, Note, Step, TrainResult, TrainStart  # noqa: F401  (re-exported)
+from .fitstate import Fit, LinearDecay, make_optimizer, new_fit, parameter_groups  # noqa: F401  (parameter_groups re-exported)
 from .losses import Loss, MaseLoss, PinballLoss, make_loss, seasonal_scale, window_loss  # noqa: F401  (re-exported)
+from .mase import history_scale
 from .metrics import season_length
 from .model import Ensemble, count_parameters
 from .precision import fp32_math
@@ -52,6 +54,7 @@ from .preflight import (
 from .run import RunMeta
 from .runtime import Runtime
 from .scaling import Scaler, check_magnitude, to_scaled
+from .selection import Selection, choose_members
 from .validation import (  # noqa: F401  (minimum_length .. calibrate re-exported: tests, benchmarks)
     CALIBRATION_WINDOWS,
     Parts,
@@ -63,6 +66,7 @@ from .validation import (  # noqa: F401  (minimum_length .. calibrate re-exporte
     split_parts,
     stopping_starts,
     validated,
+    validation_forecasts,
     validation_label,
     validation_loss,
     validation_metrics,
@@ -73,18 +77,31 @@ from .windows import SeriesBuffer
 @dataclass
 class Batches:
     """The windows an epoch trains on, and how: `starts` of `buffer` with `horizon` targets each, in
-    shuffled batches of `batch_size`, gradients clipped to norm `clip` (0: not clipped)."""
+    shuffled batches of `batch_size`, gradients clipped to norm `clip` (0: not clipped); with
+    `per_epoch`, an epoch is that many of them, drawn anew each epoch."""
 
     buffer: SeriesBuffer
     starts: torch.Tensor
     horizon: int
     batch_size: int
     clip: float
+    per_epoch: int | None = None
+
+    @property
+    def windows(self) -> int:
+        """Windows one epoch trains on."""
+        return len(self.starts) if self.per_epoch is None else min(self.per_epoch, len(self.starts))
+
+    @property
+    def steps(self) -> int:
+        return math.ceil(self.windows / self.batch_size)
 
 
 def run_epoch(model, optimizer, batches: Batches, loss_fn: Loss, generator: torch.Generator,
-              runtime: Runtime, on_step: Callable[[int, int, torch.Tensor], None] | None = None) -> float:
-    """One pass over the training windows in a random order; returns the mean training loss.
+              runtime: Runtime, on_step: Callable[[int, int, torch.Tensor], None] | None = None,
+              deadline: float = math.inf, on_batch: Callable[[], None] | None = None) -> float:
+    """One pass over the training windows (or `batches.per_epoch` of them) in a random order;
+    returns the mean training loss. Past `deadline` (time.perf_counter) no further step starts.
 
     The hot loop has no host sync: losses are summed on the device and read once at the end
     (and every LOSS_EVERY steps when someone is listening).
@@ -92,10 +109,12 @@ def run_epoch(model, optimizer, batches: Batches, loss_fn: Loss, generator: torc
     model.train()
     buffer, starts = batches.buffer, batches.starts
     device = starts.device
-    order = torch.randperm(len(starts), generator=generator).to(device, non_blocking=True)
-    steps = math.ceil(len(starts) / batches.batch_size)
+    order = torch.randperm(len(starts), generator=generator)[:batches.per_epoch].to(device, non_blocking=True)
+    steps, seen = batches.steps, 0
     total = torch.zeros((), device=device)
     for step, rows in enumerate(torch.split(order, batches.batch_size), start=1):
+        if step > 1 and time.perf_counter() > deadline:
+            break
         batch = starts[rows]
         inputs, targets = buffer.windows(batch, batches.horizon)  # (B, L, F), (B, H)
         loss = window_loss(model, inputs, targets, loss_fn, runtime, buffer.future(batch), buffer.series(batch))
@@ -104,10 +123,13 @@ def run_epoch(model, optimizer, batches: Batches, loss_fn: Loss, generator: torc
         if batches.clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), batches.clip)
         optimizer.step()
+        if on_batch is not None:  # the linear schedule
+            on_batch()
         total += loss.detach() * len(rows)
+        seen += len(rows)
         if on_step is not None:
             on_step(step, steps, total)
-    return float(total) / max(len(starts), 1)
+    return float(total) / max(seen, 1)
 
 
 def train(data_path: str | Path, out_dir: str | Path, config: Config | None = None, *,
@@ -134,11 +156,13 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
 
 def _train_locked(data_path: Path, out: Path, config: Config, resume: bool, overwrite: bool,
                   on_event: Callback | None) -> TrainResult:
+    budget = Budget(parse_duration(config.train.time_budget))  # the clock starts with the reading
     # Everything the user can get wrong is checked before anything is written.
     series = read_series(data_path, id_col=config.data.id_col, time_col=config.data.time_col,
                          target=config.data.target, fill=config.data.fill,
                          covariates=config.data.covariates, freq=config.data.freq,
                          dayfirst=config.data.dayfirst)
+    config, choices = auto.resolve(config, series)
     check_magnitude(config.data.scaling, series.ids, series.values, data_path)
     check_memory(series, config)
     if not resume:  # a resumed run's saved config has its default lookback written out
@@ -151,9 +175,14 @@ def _train_locked(data_path: Path, out: Path, config: Config, resume: bool, over
     runtime = Runtime.resolve(config.train.device, config.train.precision, config.cells_in_use())
 
     fresh = rundir.create(work)
+    emit = on_event or (lambda event: None)
+    for choice in choices:
+        emit(Note(f"auto: {choice.line()}"))
+    if budget.limited and choices:
+        emit(Note(f"time budget {format_duration(budget.seconds)} (train.time_budget, --time-budget)"))
     try:
         with fp32_math(config.train.precision):
-            result = _train_in(work, series, config, runtime, fingerprint, state, on_event)
+            result = _train_in(work, series, config, runtime, fingerprint, state, on_event, budget, choices)
     except LstmcastError:
         # A run that failed for a reason the user must fix leaves nothing half-made behind; a
         # resumed run keeps its earlier epochs.
@@ -191,6 +220,11 @@ class _Run:
     done: list[dict]       # weights that forecast, of the finished members
     held_out: list[dict]   # weights chosen on the early-stopping windows, of the finished members
     history: list[dict]    # history.csv's rows
+    choices: list = dataclasses.field(default_factory=list)   # the automatic recipe's (auto.Choice)
+    budget: Budget = dataclasses.field(default_factory=lambda: Budget(None))
+    # What each finished member really ran, where it differs from its config (the budget cut its
+    # epochs or skipped its refit): {member: {"train.epochs": 7, ...}}, recorded in config.yaml.
+    ran: dict = dataclasses.field(default_factory=dict)
 
     def save_best(self, weights: dict) -> None:
         """model.pt: the finished members' weights and `weights` for the member in training."""
@@ -215,25 +249,43 @@ class _Member:
 
 
 def _train_in(work: Path, series: SeriesSet, config: Config, runtime: Runtime, fingerprint: str,
-              state: dict | None, on_event: Callback | None) -> TrainResult:
+              state: dict | None, on_event: Callback | None, budget: Budget | None = None,
+              choices: list | None = None) -> TrainResult:
     """Scale, lay the series out on the device, train each ensemble member, write the run files.
 
     model.pt holds the best weights of every member trained so far; last.pt the finished members
-    plus the full state of the one in training, so --resume can pick up inside any member.
+    plus the full state of the one in training, so --resume can pick up inside any member. Each
+    member gets an equal share of the time budget left for it and the members after it.
     """
     emit = on_event or (lambda event: None)
-    run = _prepare(work, series, config, fingerprint, runtime, state)
-    for member in range(len(run.done) + 1, config.train.ensemble + 1):
+    run = _prepare(work, series, config, fingerprint, runtime, state, choices or [])
+    run.budget = budget or Budget(None)
+    members = config.train.ensemble
+    for member in range(len(run.done) + 1, members + 1):
+        deadline = run.budget.member_deadline(members - member + 1)
+        if run.done and not _one_more_fits(run, deadline):
+            run.budget.note(f"members {member}-{members} not trained: the time left would not fit two of "
+                            f"their epochs" if member < members else
+                            f"member {member} not trained: the time left would not fit two of its epochs")
+            emit(Note(f"time budget: {run.budget.cut[-1]}"))
+            break
         job = _member(run, member)
-        fit = new_fit(job.config, member, runtime.device, run.dims)
+        fit = new_fit(job.config, config.member_seed(member), runtime.device, run.dims, job.batches.steps)
         if state is not None and state["member"] == member:
             fit.restore(state)
-        _fit_member(run, job, fit, runtime, emit, on_event is not None)
-    return _finalize(run, fit, runtime)
+        _fit_member(run, job, fit, runtime, emit, on_event is not None, deadline)
+    return _finalize(run, fit, runtime, emit)
+
+
+def _one_more_fits(run: _Run, deadline: float) -> bool:
+    """Would two epochs of the kind the last member ran fit before `deadline`?"""
+    last = [row["seconds"] for row in run.history if row["member"] == len(run.done) and
+            math.isfinite(row["val_loss"])]
+    return not last or time.perf_counter() + 2 * float(np.mean(last)) <= deadline
 
 
 def _prepare(work: Path, series: SeriesSet, config: Config, fingerprint: str, runtime: Runtime,
-             state: dict | None) -> _Run:
+             state: dict | None, choices: list) -> _Run:
     """Split, scale, build the features and the device buffer; write config.yaml."""
     horizon, members = config.data.horizon, config.train.ensemble
     parts = split_parts(series.lengths(), horizon, config.model.conformal)
@@ -250,10 +302,12 @@ def _prepare(work: Path, series: SeriesSet, config: Config, fingerprint: str, ru
                    [series.last_time(i).isoformat() for i in range(len(series))],
                    {"lstmcast": __version__, "torch": str(torch.__version__)}, fingerprint, features,
                    seen_by_run(series, parts, refits))
-    atomic_write_text(work / "config.yaml", config.to_yaml())
+    if state is None or not (work / "config.yaml").exists():
+        atomic_write_text(work / "config.yaml", _config_text(config, choices))
     done, held_out, history = ([], [], []) if state is None else (
         list(state["members_done"]), list(state["members_held_out"]), [dict(r) for r in state["history"]])
-    return _Run(work, config, series, parts, scaler, dims, buffer, meta, refits, done, held_out, history)
+    return _Run(work, config, series, parts, scaler, dims, buffer, meta, refits, done, held_out, history,
+                choices)
 
 
 def _member(run: _Run, member: int) -> _Member:
@@ -262,35 +316,76 @@ def _member(run: _Run, member: int) -> _Member:
     loss = make_loss(tc.loss, season_length(run.series.freq), run.config.model.levels)
     view = run.buffer.with_lookback(own.data.resolved_lookback)
     starts = view.training_starts(run.parts.train, horizon, tc.max_windows_per_series)
-    batches = Batches(view, starts, horizon, tc.batch_size, tc.clip)
+    batches = Batches(view, starts, horizon, tc.batch_size, tc.clip, tc.windows_per_epoch)
     return _Member(member, own, loss, view, batches, stopping_starts(view, run.parts))
 
 
-def _fit_member(run: _Run, job: _Member, fit: Fit, runtime: Runtime, emit: Callback, listening: bool) -> None:
-    """Train one member: epochs until train.epochs or train.patience, then its refit epochs."""
+def _fit_member(run: _Run, job: _Member, fit: Fit, runtime: Runtime, emit: Callback, listening: bool,
+                deadline: float = math.inf) -> None:
+    """Train one member: epochs until train.epochs, train.patience or its `deadline` (the time
+    budget: an epoch starts only if one as long as its last fits), then its refit epochs (if they
+    fit too)."""
     tc, members = job.config.train, run.config.train.ensemble
     recipe = ", ".join(f"{key}={str(now).lower() if isinstance(now, bool) else now}"
                        for key, _, now in config_differences(run.config, job.config)
                        if key not in ("train.members", "train.ensemble_lookbacks"))
     n_windows = len(job.batches.starts)
     emit(TrainStart(job.member, members, describe(runtime.device), runtime.name, len(run.series), n_windows,
-                    count_parameters(fit.model), tc.epochs, math.ceil(n_windows / tc.batch_size),
-                    fit.epoch + 1, recipe))
-    while fit.epoch < tc.epochs and fit.bad_epochs < tc.patience:
-        _epoch(run, job, fit, runtime, emit, listening)
+                    count_parameters(fit.model), tc.epochs, job.batches.steps, fit.epoch + 1, recipe))
+    last, first, refit, epochs = 0.0, fit.epoch, tc.refit_epochs, tc.epochs
+    plan = tc.schedule == "linear" and run.budget.limited
+    while fit.epoch < epochs and fit.bad_epochs < tc.patience:
+        if plan and fit.epoch == first + 1:
+            epochs, plan = _plan(run, job, fit, deadline, last, emit), False
+            continue
+        if fit.epoch > first and time.perf_counter() + last * (1 + refit) > deadline:  # keeps time to refit
+            _cut(run, job.member, {"train.epochs": fit.epoch}, f"member {job.member} stopped after epoch "
+                 f"{fit.epoch}: another would not fit its share of the budget", emit)
+            break
+        started = time.perf_counter()
+        _epoch(run, job, fit, runtime, emit, listening, deadline)
+        last = time.perf_counter() - started
     run.held_out.append(fit.best_weights)
-    if tc.refit_epochs:
+    if refit and time.perf_counter() + refit * last > deadline:
+        _cut(run, job.member, {"train.refit_epochs": 0}, f"member {job.member}: its refit epoch skipped, "
+             f"it would not fit its share of the budget", emit)
+        run.refits[job.member - 1], refit = False, 0
+        run.meta = dataclasses.replace(run.meta, seen={**run.meta.seen, "refit": list(run.refits)})
+    if refit:
         _refit(run, job, fit, runtime)
-    run.done.append(copy.deepcopy(fit.model.state_dict()) if tc.refit_epochs else fit.best_weights)
+    run.done.append(copy.deepcopy(fit.model.state_dict()) if refit else fit.best_weights)
 
 
-def _epoch(run: _Run, job: _Member, fit: Fit, runtime: Runtime, emit: Callback, listening: bool) -> None:
+def _plan(run: _Run, job: _Member, fit: Fit, deadline: float, last: float, emit: Callback) -> int:
+    """The linear schedule under a time budget, after the first epoch: the epochs that fit the
+    member's share (its refit included) become its train.epochs, and the decay spans them."""
+    tc = job.config.train
+    fits = fit.epoch + int(max(deadline - time.perf_counter(), 0.0) / max(last, 1e-9)) - tc.refit_epochs
+    epochs = max(min(tc.epochs, fits), fit.epoch)
+    if epochs < tc.epochs:
+        fit.scheduler.total = epochs * job.batches.steps
+        run.ran.setdefault(job.member, {})["train.epochs"] = epochs
+        emit(Note(f"time budget: member {job.member} plans {epochs} epochs of {last:.1f}s in its share; "
+                  f"its learning rate decays to 0 over them"))
+    return epochs
+
+
+def _cut(run: _Run, member: int, ran: dict, message: str, emit: Callback) -> None:
+    """The budget changed what member `member` runs: say so and record it for config.yaml."""
+    run.ran.setdefault(member, {}).update(ran)
+    run.budget.note(message)
+    emit(Note(f"time budget: {message}"))
+
+
+def _epoch(run: _Run, job: _Member, fit: Fit, runtime: Runtime, emit: Callback, listening: bool,
+           deadline: float = math.inf) -> None:
     """One epoch: train, validate, step the schedule, keep the best, save, report."""
     tc = job.config.train
     fit.epoch += 1
     epoch, started = fit.epoch, time.perf_counter()
     on_step = _step_reporter(emit, job, epoch) if listening else None
-    train_loss = run_epoch(fit.model, fit.optimizer, job.batches, job.loss, fit.generator, runtime, on_step)
+    train_loss = run_epoch(fit.model, fit.optimizer, job.batches, job.loss, fit.generator, runtime, on_step,
+                           deadline, getattr(fit.scheduler, "batch", None))
     val_loss = validation_loss(fit.model, job.view, job.val_starts, job.batches.horizon, job.loss, runtime)
     if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
         raise LstmcastError(f"training diverged at epoch {epoch} (train loss {train_loss}, "
@@ -313,7 +408,7 @@ def _epoch(run: _Run, job: _Member, fit: Fit, runtime: Runtime, emit: Callback, 
 
 def _step_reporter(emit: Callback, job: _Member, epoch: int) -> Callable[[int, int, torch.Tensor], None]:
     """run_epoch's on_step: a Step event per batch, with the running loss every LOSS_EVERY steps."""
-    n_windows, batch_size = len(job.batches.starts), job.batches.batch_size
+    n_windows, batch_size = job.batches.windows, job.batches.batch_size
 
     def on_step(step: int, steps: int, total: torch.Tensor) -> None:
         report = step % LOSS_EVERY == 0 or step == steps
@@ -328,21 +423,37 @@ def _refit(run: _Run, job: _Member, fit: Fit, runtime: Runtime) -> None:
     calibration windows too (the corrections are computed before)."""
     tc, horizon = job.config.train, job.batches.horizon
     fit.model.load_state_dict(fit.best_weights)
-    optimizer = make_optimizer(fit.model, fit.best_lr, tc.weight_decay)
+    linear = isinstance(fit.scheduler, LinearDecay)  # replays the schedule's last epoch, on every window
+    lr = fit.scheduler.base[0] * job.batches.steps / fit.scheduler.total if linear else fit.best_lr
+    optimizer = make_optimizer(fit.model, lr, tc.weight_decay)
+    decay = LinearDecay(optimizer, tc.refit_epochs * job.batches.steps) if linear else None
     everything = Batches(job.view, job.view.training_starts(run.series.lengths(), horizon,
                                                             tc.max_windows_per_series),
-                         horizon, tc.batch_size, tc.clip)
+                         horizon, tc.batch_size, tc.clip, tc.windows_per_epoch)
     for extra in range(1, tc.refit_epochs + 1):
         started = time.perf_counter()
-        train_loss = run_epoch(fit.model, optimizer, everything, job.loss, fit.generator, runtime)
+        train_loss = run_epoch(fit.model, optimizer, everything, job.loss, fit.generator, runtime,
+                               on_batch=decay.batch if decay else None)
         run.log({"member": job.member, "epoch": fit.epoch + extra, "train_loss": train_loss,
                  "val_loss": float("nan"), "lr": optimizer.param_groups[0]["lr"],
                  "seconds": round(time.perf_counter() - started, 4)})
     run.save_best(fit.model.state_dict())
 
 
-def _finalize(run: _Run, fit: Fit, runtime: Runtime) -> TrainResult:
-    """Validation metrics (and conformal corrections) of the held-out weights; metrics.json."""
+def _finalize(run: _Run, fit: Fit, runtime: Runtime, emit: Callback) -> TrainResult:
+    """Which members forecast (the budget's cuts, train.select), then validation metrics (and
+    conformal corrections) of the held-out weights; config.yaml, model.pt and metrics.json."""
+    trained, select = list(range(len(run.done))), run.config.train.select
+    if len(trained) < run.config.train.ensemble or run.ran:
+        _keep(run, trained)   # config.yaml records what was trained, to train it again
+    selection = None
+    if select and len(run.done) > 1:
+        selection = _select(run, runtime)
+        if len(selection.keep) < len(run.done):
+            emit(Note(f"members kept: {', '.join(str(k + 1) for k in selection.keep)} of {len(run.done)} "
+                      f"(validation MASE {selection.scores[selection.keep]:.4f}, all members "
+                      f"{selection.scores[tuple(trained)]:.4f}; train.select)"))
+            _keep(run, list(selection.keep))
     config, parts = run.config, run.parts
     model = Ensemble.from_weights(config, run.held_out, dims=run.dims).to(runtime.device)
     metrics = validation_metrics(model, run.buffer, parts, run.series, run.scaler, runtime,
@@ -362,9 +473,50 @@ def _finalize(run: _Run, fit: Fit, runtime: Runtime) -> TrainResult:
         metrics["conformal"]["windows"] = CALIBRATION_WINDOWS + (
             "; refit trained on them afterwards" if any(run.refits) else "")
         run.meta = dataclasses.replace(run.meta, conformal=metrics["conformal"])
-        save_checkpoint(run.meta.to_checkpoint(run.done), run.work / BEST)
+    if selection is not None:
+        metrics["selection"] = selection.report()
+    metrics["recipe"] = [choice.line() for choice in run.choices]
+    metrics["time_budget"] = run.budget.summary()
+    save_checkpoint(run.meta.to_checkpoint(run.done), run.work / BEST)
     atomic_write_text(run.work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return TrainResult(run.work, fit.best_epoch, fit.best_val, fit.epoch, metrics["stopped_early"], metrics)
+
+
+def _select(run: _Run, runtime: Runtime) -> Selection:
+    """train.select: each member's forecasts on the early-stopping windows (held-out weights),
+    the subset whose median scores best (selection.choose_members)."""
+    ensemble = Ensemble.from_weights(run.config, run.held_out, dims=run.dims).to(runtime.device)
+    forecasts, actual, histories = [], None, None
+    for member in ensemble.members:
+        forecast, actual, histories = validation_forecasts(Ensemble([member]), run.buffer, run.parts,
+                                                           run.series, run.scaler, runtime)
+        forecasts.append(forecast if forecast.ndim == 2 else forecast[..., member.median_index])
+    scale = history_scale(histories, season_length(run.series.freq))
+    return choose_members(np.stack(forecasts), actual, scale)
+
+
+def _keep(run: _Run, keep: list[int]) -> None:
+    """From now on the run is members `keep` (0-based, of those trained): the config lists exactly
+    them, each with its seed and what the budget changed (so --config RUN/config.yaml trains them
+    again), with train.select off (already chosen); config.yaml and the checkpoints' config follow."""
+    config = run.config
+    entries = [{**config.member_keys(k + 1), "train.seed": config.member_seed(k + 1), **run.ran.get(k + 1, {})}
+               for k in keep]
+    run.config = load_config(None, {"train.members": entries, "train.ensemble": len(entries),
+                                    "train.ensemble_lookbacks": None, "train.select": False}, base=config)
+    run.done, run.held_out = [run.done[k] for k in keep], [run.held_out[k] for k in keep]
+    run.refits = [run.refits[k] for k in keep]
+    run.ran = {}
+    run.meta = dataclasses.replace(run.meta, config=run.config, seen={**run.meta.seen, "refit": list(run.refits)})
+    atomic_write_text(run.work / "config.yaml", _config_text(run.config, run.choices))
+
+
+def _config_text(config: Config, choices: list) -> str:
+    """config.yaml: every key, after the automatic recipe's reasons as comments."""
+    head = ["# Chosen by train.recipe auto from the data (every key below is now given, so",
+            "# `--config` this file trains the same recipe):"] if choices else []
+    head += [f"#   {choice.line()}" for choice in choices]
+    return "\n".join(head + [config.to_yaml()]) if head else config.to_yaml()
 
 
 def _write_history(path: Path, history: list[dict]) -> None:

@@ -144,22 +144,31 @@ def validation_loss(model, buffer: SeriesBuffer, starts: torch.Tensor, horizon: 
     return float(total) / max(len(starts), 1)
 
 
+def validation_forecasts(model, buffer: SeriesBuffer, parts: Parts, series: SeriesSet, scaler: Scaler,
+                         runtime: Runtime | None) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """On the early-stopping windows, original units: the forecasts ((validated, horizon) or with
+    quantiles (validated, horizon, Q)), the actual values (validated, horizon) and each validated
+    series' history before its window."""
+    horizon, is_validated, ends = parts.horizon, parts.validated, parts.stop_end[parts.validated]
+    val_starts = stopping_starts(buffer, parts)
+    scaled = forecast_windows(model, buffer.model_inputs, val_starts, runtime).cpu().double().numpy()
+    forecast = unscale(scaled, scaler.loc[is_validated], scaler.scale[is_validated])
+    values = [v for v, keep in zip(series.values, is_validated) if keep]
+    actual = np.stack([v[end - horizon: end] for v, end in zip(values, ends)])
+    histories = [v[: end - horizon] for v, end in zip(values, ends)]
+    return forecast, actual, histories
+
+
 def validation_metrics(model, buffer: SeriesBuffer, parts: Parts, series: SeriesSet, scaler: Scaler,
                        runtime: Runtime | None, quantiles: list[float] | None = None) -> dict:
     """Model vs naive baselines on the early-stopping windows (`parts`), original units. With
     quantiles also interval coverage and pinball losses (of the uncalibrated model). Without
     `runtime`: fp32."""
-    horizon, is_validated, ends = parts.horizon, parts.validated, parts.stop_end[parts.validated]
-    val_starts = stopping_starts(buffer, parts)
-    scaled = forecast_windows(model, buffer.model_inputs, val_starts, runtime).cpu().double().numpy()
-    forecast = unscale(scaled, scaler.loc[is_validated], scaler.scale[is_validated])
+    forecast, actual, histories = validation_forecasts(model, buffer, parts, series, scaler, runtime)
     point = forecast if forecast.ndim == 2 else forecast[..., model.median_index]
-    values = [v for v, keep in zip(series.values, is_validated) if keep]
-    actual = np.stack([v[end - horizon: end] for v, end in zip(values, ends)])
-    histories = [v[: end - horizon] for v, end in zip(values, ends)]
     season = season_length(series.freq)
-    metrics = {"horizon": horizon, "season_length": season, "n_series": len(series),
-               "n_validated": len(values), "validation": compare(actual, point, histories, season)}
+    metrics = {"horizon": parts.horizon, "season_length": season, "n_series": len(series),
+               "n_validated": len(actual), "validation": compare(actual, point, histories, season)}
     if forecast.ndim == 3:
         metrics.update(quantile_metrics(actual, forecast, model.levels, quantiles))
     return metrics

@@ -37,9 +37,11 @@ def test_member_and_resumable_keys_are_the_declared_ones():
         "data.lookback", "model.hidden_size", "model.layers", "model.dropout", "model.window_norm", "model.cell",
         "model.bidirectional", "model.attention", "model.linear_skip", "train.loss", "train.lr",
         "train.weight_decay", "train.batch_size", "train.clip", "train.epochs", "train.patience",
-        "train.lr_patience", "train.lr_factor", "train.max_windows_per_series", "train.refit_epochs"}
+        "train.lr_patience", "train.lr_factor", "train.max_windows_per_series", "train.refit_epochs",
+        "train.seed", "train.schedule", "train.windows_per_epoch"}
     assert importlib.import_module("lstmcast.preflight").RESUMABLE_KEYS is config.RESUMABLE_KEYS
-    assert config.RESUMABLE_KEYS == {"train.epochs", "train.patience", "train.device"}
+    assert config.RESUMABLE_KEYS == {"train.epochs", "train.patience", "train.device", "train.time_budget",
+                                     "train.recipe"}
     assert list(config.MEMBER_KEYS) == [k for k, f in declared().items() if f.metadata["member"]]
 
 
@@ -57,6 +59,7 @@ def test_train_options_are_the_declared_ones():
         "--id-col": "data.id_col", "--time-col": "data.time_col", "--target": "data.target",
         "--horizon": "data.horizon", "--freq": "data.freq", "--lookback": "data.lookback",
         "--device": "train.device", "--seed": "train.seed", "--quantiles": "model.quantiles",
+        "--time-budget": "train.time_budget",
         "--past-covariates": "data.past_covariates", "--future-covariates": "data.future_covariates"}
 
 
@@ -71,5 +74,6 @@ def test_each_choice_list_is_one_list():
     assert (*losses.POINT_LOSSES, "mase") == config.LOSSES
     assert choices["train.precision"] is precision.PRECISIONS is config.PRECISIONS
     assert choices["train.device"] is device.DEVICES is config.DEVICES
+    assert choices["train.recipe"] is config.RECIPES and choices["train.schedule"] is config.SCHEDULES
     assert set(choices) == {"data.fill", "data.scaling", "data.calendar", "model.window_norm", "model.cell",
-                            "train.loss", "train.precision", "train.device"}
+                            "train.loss", "train.precision", "train.device", "train.recipe", "train.schedule"}

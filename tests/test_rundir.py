@@ -33,7 +33,7 @@ from lstmcast.train import Step, train
 # Helpers (cli, error_line, snapshot and PREFIX are shared, in conftest.py).
 
 FAST = ["--set", "train.epochs=1", "--horizon", "2", "--set", "model.hidden_size=8",
-        "--set", "model.layers=1"]
+        "--set", "model.layers=1", "--set", "train.recipe=none"]
 RUN_FILES = {".lstmcast-run", "config.yaml", "history.csv", "last.pt", "metrics.json", "model.pt"}
 
 
@@ -251,7 +251,8 @@ for r in range(rounds):
     started = time.perf_counter()
     try:
         app(["train", data, "--out", str(folder / "run"), "--overwrite", "--quiet", "--set",
-             "train.epochs=1", "--horizon", "2", "--set", "model.hidden_size=8", "--set", "model.layers=1"])
+             "train.epochs=1", "--horizon", "2", "--set", "model.hidden_size=8", "--set", "model.layers=1",
+             "--set", "train.recipe=none"])
         code = 0
     except SystemExit as exc:
         code = exc.code
@@ -329,7 +330,7 @@ class Crasher:
 
 def _tiny(epochs: int = 2) -> Config:
     return load_config(None, {"train.epochs": epochs, "data.horizon": 2, "model.hidden_size": 8,
-                              "model.layers": 1})
+                              "model.layers": 1, "train.recipe": "none"})
 
 
 def _is_new(run: Path) -> bool:

@@ -19,7 +19,7 @@ from lstmcast.windows import SeriesBuffer
 
 def small_config(**train_keys) -> Config:
     overrides = {"model.hidden_size": 8, "model.layers": 2, "train.batch_size": 128,
-                 "train.epochs": 4, **{f"train.{k}": v for k, v in train_keys.items()}}
+                 "train.epochs": 4, "train.recipe": "none", **{f"train.{k}": v for k, v in train_keys.items()}}
     return load_config(None, overrides)
 
 
@@ -141,7 +141,7 @@ def test_windows_are_index_views_of_the_series():
 
 
 def test_model_shapes_and_forget_bias():
-    config = load_config(None, {"model.hidden_size": 5, "model.layers": 3})
+    config = load_config(None, {"model.hidden_size": 5, "model.layers": 3, "train.recipe": "none"})
     model = Forecaster(config.model, horizon=7, lookback=21)
     assert model(torch.randn(4, 11, 2)).shape == (4, 7)
     for layer in range(3):
@@ -236,7 +236,7 @@ def test_refit_trains_on_the_validation_part_too(tmp_path):
 
 @pytest.mark.parametrize("window_norm", ["none", "standard", "mean"])
 def test_head_corrects_the_naive_forecast(window_norm):
-    config = load_config(None, {"model.hidden_size": 6, "model.window_norm": window_norm})
+    config = load_config(None, {"model.hidden_size": 6, "model.window_norm": window_norm, "train.recipe": "none"})
     model = Forecaster(config.model, horizon=4, lookback=12).eval()
     torch.nn.init.zeros_(model.head.weight)
     torch.nn.init.zeros_(model.head.bias)
