@@ -243,6 +243,8 @@ def train(
         None, "--past-covariates", help="Numeric columns known only up to now, e.g. temp,visits (encoder input)."),
     future_covariates: str | None = typer.Option(
         None, "--future-covariates", help="Numeric columns known in advance, e.g. price,promo (predict --future)."),
+    grid_cols: str | None = typer.Option(
+        None, "--grid-cols", help="Grid coordinate columns of a gridded file, e.g. lat,lon (data.grid; ConvLSTM)."),
     set_: List[str] | None = typer.Option(None, "--set", help="Config override key=value, repeatable."),
     device: str | None = typer.Option(None, "--device", help="auto|cpu|cuda|cuda:N|mps."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed."),
@@ -263,7 +265,7 @@ def train(
         cfg = _build_config(config, set_, base, id_col=id_col, time_col=time_col, target=targets,
                             horizon=horizon, freq=freq, lookback=lookback, device=device, seed=seed,
                             quantiles=quantiles, past_covariates=past_covariates,
-                            future_covariates=future_covariates)
+                            future_covariates=future_covariates, grid_cols=grid_cols)
         try:
             result = train_run(data, out, cfg, resume=resume, overwrite=overwrite,
                                on_event=reporter)
