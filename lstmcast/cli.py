@@ -304,7 +304,11 @@ def predict(
         from .predict import predict as predict_run
 
         frame = predict_run(data, model, out, horizon=horizon, device=device, future=future)
-        if not quiet:
+        if not quiet and "grid" in frame.attrs:
+            height, width = frame.attrs["grid"]["shape"]
+            print(f"wrote {frame.attrs['grid']['frames']} frames of {height}x{width} grid cells ({len(frame)} rows) "
+                  f"to {out}", file=sys.stderr)
+        elif not quiet:
             n_series = frame.iloc[:, 0].nunique()
             print(f"wrote {len(frame)} forecasts ({n_series} series x {len(frame) // n_series} "
                   f"steps) to {out}", file=sys.stderr)
@@ -335,14 +339,18 @@ def evaluate(
         seen = result["in_sample"]
         seen = ("in-sample: unknown (older run)" if seen is None else
                 f"in-sample: {seen['points']} of {seen['of']} points")
-        if result["windows"] == 1:
+        if "grid" in result:
+            height, width = result["grid"]["shape"]
+            title = (f"{height}x{width} grid, {result['windows']} window(s) of the last {horizon} frames, "
+                     f"season {season_}\n{seen}")
+        elif result["windows"] == 1:
             title = f"{n} series, last {horizon} scored, season {season_}\n{seen}"
         else:
             title = (f"{n} series, {result['windows']} windows of {horizon} every {result['step']}, "
                      f"season {season_}\n{seen}")
         reporter.table(title, result["metrics"], stdout=True)
         reporter.interval_table("prediction intervals (model)", result, stdout=True)
-        if result["windows"] > 1:
+        if result["windows"] > 1 and "grid" not in result:
             reporter.window_table("per window, oldest first (before end: steps from the last window)",
                                   result["per_window"], stdout=True)
         note = _in_sample_note(result["in_sample"])
