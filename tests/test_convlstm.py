@@ -12,12 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from conftest import error_line, run_cli
 
 from lstmcast.model import count_parameters
 from lstmcast.spatial.convlstm import ConvLSTMCell, ConvLSTMForecaster, cell_parameters, forecaster_parameters
 from lstmcast.spatial.grid import read_grid
-
-from conftest import error_line, run_cli
 
 # A tiny model: enough to run every path, not to forecast well.
 TINY_GRID = ["--set", "model.conv_channels=3", "--set", "model.layers=1", "--set", "train.batch_size=16",
