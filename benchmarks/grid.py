@@ -169,7 +169,7 @@ def main() -> None:
     parser.add_argument("--cell-hidden", type=int, default=96, help="per-cell LSTM width (2 layers)")
     parser.add_argument("--cell-samples", type=int, default=256,
                         help="cells per training window and epoch of the per-cell LSTM")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (a shared machine: 1)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
