@@ -5,6 +5,7 @@ validation (one line, exit 2) and train -> predict -> evaluate (and --resume) th
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -344,6 +345,22 @@ def test_config_and_column_errors(tmp_path, grid_csv, extra, fragments):
     if extra[0] == "--horizon":
         args[-4:-2] = ["--lookback", "10"]   # lookback 10 + 2 x 9 > 24 frames
     error_line(run_cli(*args), *fragments)
+
+
+def test_one_coordinate_written_two_ways(tmp_path):
+    frame = grid_frame().astype({"lon": object})
+    frame.loc[3, "lon"] = "8.50"
+    error_line(_train(_write(tmp_path, frame), tmp_path / "run"), "column 'lon'", "'8.50' and '8.5' are the same")
+
+
+def test_reading_a_grid_does_not_load_torch():
+    import subprocess
+    import sys
+
+    code = "import lstmcast.spatial, lstmcast.spatial.grid, sys; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout.strip() == "False"
 
 
 def test_predict_on_another_grid(tmp_path, grid_csv):

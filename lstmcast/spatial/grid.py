@@ -76,11 +76,17 @@ class GridSet:
         return GridSet(self.columns, self.coords, self.times[:keep], self.values[:keep], self.freq, self.dayfirst)
 
 
-def _sorted_coords(values: pd.Series) -> list[str]:
-    """Distinct coordinate texts in grid order: numerically if every one is a number, else as text."""
+def _sorted_coords(path: Path, name: str, values: pd.Series) -> list[str]:
+    """Distinct coordinate texts in grid order: numerically if every one is a number, else as text.
+    One number written two ways (7 and 7.0) would make two grid columns: an error."""
     distinct = pd.unique(values)
     numbers = pd.to_numeric(pd.Series(distinct), errors="coerce")
     if numbers.notna().all():
+        twice = numbers[numbers.duplicated(keep=False)]
+        if len(twice):
+            same = [str(distinct[k]) for k in twice.index[numbers[twice.index] == twice.iloc[0]]]
+            raise LstmcastError(f"{path}, column '{name}': {same[0]!r} and {same[1]!r} are the same coordinate "
+                                f"written two ways; write each one the same way in every row")
         order = np.argsort(numbers.to_numpy(dtype=float), kind="stable")
     else:
         order = np.argsort(np.asarray(distinct, dtype=str), kind="stable")
@@ -174,7 +180,7 @@ def read_grid(path: str | Path, grid: list[str], *, time_col: str | None = None,
     if zone is not None:
         times = pd.Series(pd.DatetimeIndex(times).tz_convert(zone), index=times.index)
     texts = [_cell_text(path, frame, name) for name in columns.grid_cols]
-    coords = [_sorted_coords(t) for t in texts]
+    coords = [_sorted_coords(path, name, t) for name, t in zip(columns.grid_cols, texts)]
     if trained is not None:
         for name, found, known in zip(columns.grid_cols, coords, trained["coords"]):
             _check_trained_coords(path, name, found, known)
