@@ -274,7 +274,7 @@ def _train_in(work: Path, grid: GridSet, config: Config, device: torch.device, f
     n_windows = len(parts.train_starts)
     steps = math.ceil(n_windows / tc.batch_size)
     emit(TrainStart(1, 1, describe(device), "fp32", grid.n_cells, n_windows, count_parameters(model), tc.epochs,
-                    steps, fit.epoch + 1, f"ConvLSTM, {height}x{width} grid"))
+                    steps, fit.epoch + 1, f"ConvLSTM on a {height}x{width} grid, each cell a series"))
     while fit.epoch < tc.epochs and fit.bad_epochs < tc.patience:
         fit.epoch += 1
         started = time.perf_counter()
