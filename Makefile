@@ -35,7 +35,7 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-# configs/default.yaml is generated from the key declarations in lstmcast/config.py (their defaults
+# configs/default.yaml is generated from the key declarations in lstmcast/keys.py (their defaults
 # and descriptions); tests/test_config_source.py fails when the committed file differs.
 default-config: install
 	$(PY) -c "from lstmcast.config import default_yaml; print(default_yaml(), end='')" > configs/default.yaml

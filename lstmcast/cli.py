@@ -217,7 +217,7 @@ def _in_sample_note(in_sample: dict | None) -> str | None:
 def _build_config(config_file: Path | None, sets: List[str] | None, base: Config | None,
                   **options) -> Config:
     """YAML file, then the named options, then --set: later wins. `options` are train's parameters
-    named after the options config.py declares (--past-covariates: past_covariates)."""
+    named after the options keys.py declares (--past-covariates: past_covariates)."""
     names = {option.removeprefix("--").replace("-", "_"): key for option, key in OPTION_KEYS.items()}
     overrides = {names[k]: v for k, v in options.items() if v is not None}
     overrides.update(parse_set(sets or []))

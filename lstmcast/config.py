@@ -1,14 +1,16 @@
 """Typed, frozen configuration: defaults, then a YAML file, then `--set key=value` overrides.
 
-Every key lives in one of three sections (data / model / train). Unknown keys and bad values are
-LstmcastError naming the key and what is allowed, so a typo never silently falls back to a default.
+Every key lives in one of three sections (data / model / train), declared once in keys.py (type,
+default, allowed values, member?, resumable?, CLI option). This module composes the sections into
+a Config (with each ensemble member's own config), checks every value against its declaration and
+loads a Config from YAML and --set. Unknown keys and bad values are LstmcastError naming the key
+and what is allowed, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,236 +18,34 @@ from typing import Any
 import yaml
 
 from .errors import LstmcastError
+from .keys import (
+    CALENDARS,
+    CELLS,
+    DEVICES,
+    FILL_POLICIES,
+    LOSSES,
+    MEMBER_KEYS,
+    OPTION_KEYS,
+    PRECISIONS,
+    RESUMABLE_KEYS,
+    SCALINGS,
+    SECTIONS,
+    WINDOW_NORMS,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    declared,
+    default_yaml,
+    is_choice,
+    quantile_column,
+    quantile_pairs,
+)
 
-# The allowed values of the choice keys, one list each. They live here, the one module the CLI
-# imports at once (no torch, no pandas); the modules that own each concept import them from here:
-# data.FILL_POLICIES, scaling.METHODS, cells.CELLS, losses (LOSSES), precision.PRECISIONS, device.
-FILL_POLICIES = ("error", "ffill", "interpolate", "zero")
-SCALINGS = ("standard", "robust", "minmax", "none")
-CALENDARS = ("auto", "none")
-WINDOW_NORMS = ("none", "standard", "mean")
-CELLS = ("lstm", "peephole", "cifg", "gru")
-LOSSES = ("mse", "mae", "huber", "smape", "mase")
-PRECISIONS = ("auto", "bf16", "fp32", "tf32")
-# train.device and every --device: "cuda:N" is the GPU of index N. Whether it works here is
-# checked by allocating on it (device.resolve_device).
-DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
-
-
-def is_choice(value: Any, choices: tuple) -> bool:
-    """`value` is one of `choices`, where a choice "name:N" stands for name:0, name:1, ..."""
-    for choice in choices:
-        if isinstance(choice, str) and choice.endswith(":N"):
-            if isinstance(value, str) and re.fullmatch(re.escape(choice[:-1]) + "[0-9]+", value):
-                return True
-        elif value == choice:
-            return True
-    return False
-
-
-def _key(default: Any, doc: str, *, choices: tuple | None = None, minimum: float | None = None,
-         maximum: float | None = None, nullable: bool = False, kind: type | None = None,
-         items: type = str, exclusive: bool = False, unique: bool = False, member: bool = False,
-         resumable: bool = False, option: str | None = None):
-    """A config field, declared once: its default, its validation rules (`items`: of a list;
-    `exclusive`: minimum and maximum themselves are not allowed; `unique`: no repeated items),
-    `doc` (its line in configs/default.yaml), whether an ensemble member may set it in
-    train.members (`member`), whether --resume may change it (`resumable`: how long or where the
-    run trains, not what it computes) and its named option of `lstmcast train` (`option`)."""
-    meta = {"choices": choices, "minimum": minimum, "maximum": maximum, "nullable": nullable,
-            "kind": kind if kind is not None else type(default), "items": items,
-            "exclusive": exclusive, "unique": unique, "doc": doc, "member": member,
-            "resumable": resumable, "option": option}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    id_col: str | None = _key(
-        None, 'series id column; null = "unique_id" if present, else the file is one series',
-        nullable=True, kind=str, option="--id-col")
-    time_col: str | None = _key(
-        None, 'timestamp column; null = "ds" if present, else the only datetime-like column',
-        nullable=True, kind=str, option="--time-col")
-    target: list | None = _key(
-        None, 'value column(s); null = "y" if present, else the only numeric column. A list makes a wide file',
-        nullable=True, kind=list, option="--target")
-    horizon: int = _key(12, "steps forecast at once (time steps of the data's frequency)",
-                        minimum=1, option="--horizon")
-    lookback: int | None = _key(
-        None, "input window in time steps; null = 3 x horizon. Shorter series are left-padded and masked",
-        minimum=1, nullable=True, kind=int, member=True, option="--lookback")
-    fill: str = _key("error", "gaps and empty values: error | ffill | interpolate | zero", choices=FILL_POLICIES)
-    freq: str | None = _key(
-        None, "frequency, e.g. D | B | W-WED | MS | MS@15 | QE-DEC | YS-JAN | h; null = inferred (an error if "
-        "ambiguous)", nullable=True, kind=str, option="--freq")
-    dayfirst: bool | None = _key(
-        None, "01/02/2021 is 1 Feb (true) or 2 Jan (false); null = from the data, an error if ambiguous",
-        nullable=True, kind=bool)
-    scaling: str = _key(
-        "standard", "per-series scaling fitted on the training part: standard | robust | minmax | none",
-        choices=SCALINGS)
-    past_covariates: list | None = _key(
-        None, "e.g. [temp, visits]: numeric columns known only up to now, read by the encoder",
-        nullable=True, kind=list, unique=True, option="--past-covariates")
-    future_covariates: list | None = _key(
-        None, "e.g. [price, promo]: numeric columns known in advance; predict reads them from --future",
-        nullable=True, kind=list, unique=True, option="--future-covariates")
-    calendar: str = _key(
-        "auto", "sin/cos calendar features from the timestamps by frequency (docs/covariates.md): auto | none",
-        choices=CALENDARS)
-    grid: list | None = _key(
-        None, "e.g. [lat, lon]: the grid coordinate columns of a gridded file, one frame per timestamp, forecast "
-        "by a ConvLSTM (docs/gridded.md); null = series", nullable=True, kind=list, unique=True,
-        option="--grid-cols")
-
-    def __post_init__(self):
-        both = set(self.past_covariates or []) & set(self.future_covariates or [])
-        if both:
-            raise LstmcastError(f"config keys 'data.past_covariates' and 'data.future_covariates' both list "
-                                f"'{sorted(both)[0]}'; a covariate is either past-only or known in advance")
-
-    @property
-    def covariates(self) -> list[str]:
-        """Past, then future covariate columns: their order in the feature layout."""
-        return [*(self.past_covariates or []), *(self.future_covariates or [])]
-
-    @property
-    def resolved_lookback(self) -> int:
-        return self.lookback if self.lookback is not None else 3 * self.horizon
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    hidden_size: int = _key(64, "LSTM units per layer", minimum=1, member=True)
-    layers: int = _key(2, "stacked LSTM layers", minimum=1, member=True)
-    dropout: float = _key(0.1, "between LSTM layers and before the head (0 = off)", minimum=0.0, maximum=0.95,
-                          member=True)
-    window_norm: str = _key(
-        "none", "per-window normalisation inside the model: none | standard (mean, std) | mean (divide by mean |x|)",
-        choices=WINDOW_NORMS, member=True)
-    cell: str = _key(
-        "lstm", "recurrent cell: lstm (cuDNN on CUDA) | peephole | cifg (coupled input-forget gate) | gru",
-        choices=CELLS, member=True)
-    bidirectional: bool = _key(False, "also read the lookback window backwards; the head sees both final states",
-                               member=True)
-    attention: bool = _key(False, "the head also attends over every encoder state, not only the final one",
-                           member=True)
-    linear_skip: bool = _key(
-        False, "the head also adds a linear map of the window's own values (an autoregressive skip around the LSTM)",
-        member=True)
-    quantiles: list | None = _key(
-        None, "e.g. [0.1, 0.5, 0.9]: also forecast these levels (q_0.1, ... columns), trained with the pinball "
-        "loss; null = point forecasts", nullable=True, kind=list, items=float, minimum=0.0, maximum=1.0,
-        exclusive=True, unique=True, option="--quantiles")
-    conformal: bool = _key(
-        False, "widen/narrow symmetric quantile pairs to their nominal coverage (conformalized quantile "
-        "regression) on calibration windows: the last horizon of each series of >= 3 x horizon + 1 points, held "
-        "out from training and early stopping (which moves to the horizon before)")
-    series_embedding: int = _key(
-        0, "size of a learned vector per series joined to the summary (0 = off); unseen series get the mean vector",
-        minimum=0)
-    conv_kernel: int = _key(3, "gridded runs (data.grid): ConvLSTM kernel size, odd (3 = each cell sees its 8 "
-                            "neighbours per step)", minimum=1)
-    conv_channels: int = _key(16, "gridded runs (data.grid): ConvLSTM hidden channels per layer (model.layers "
-                              "layers in the encoder and in the forecaster)", minimum=1)
-
-    def __post_init__(self):
-        if self.conv_kernel % 2 == 0:
-            raise LstmcastError(f"config key 'model.conv_kernel' must be odd (the frame keeps its size), "
-                                f"got {self.conv_kernel}; use {self.conv_kernel + 1}")
-        if self.quantiles:
-            # Columns are named f"q_{level:g}" (6 significant digits): two levels must not share a name.
-            odd = next((q for q in self.quantiles if float(f"{q:g}") != q), None)
-            if odd is not None:
-                raise LstmcastError(f"config key 'model.quantiles': {odd!r} has more than 6 significant "
-                                    f"digits (its column would be q_{odd:g}); round it")
-        if self.conformal and not quantile_pairs(self.quantiles or []):
-            raise LstmcastError("config key 'model.conformal' calibrates symmetric pairs of "
-                                "model.quantiles (such as 0.1 and 0.9); set model.quantiles to "
-                                "include one, or model.conformal to false")
-
-    @property
-    def levels(self) -> tuple[float, ...] | None:
-        """The levels the model learns: model.quantiles sorted, with the median 0.5 added (the
-        `forecast` column is always the median); None for point forecasts."""
-        if not self.quantiles:
-            return None
-        return tuple(sorted({*self.quantiles, 0.5}))
-
-
-def quantile_pairs(levels) -> list[tuple[float, float]]:
-    """Symmetric pairs (lo, hi = 1 - lo) among `levels`, outermost first: the prediction intervals."""
-    lows = sorted(q for q in levels if q < 0.5)
-    return [(lo, hi) for lo in lows for hi in levels if hi > 0.5 and math.isclose(hi, 1.0 - lo, abs_tol=1e-9)]
-
-
-def quantile_column(level: float) -> str:
-    """The forecasts column of a quantile level: q_0.1, q_0.05, q_0.9."""
-    return f"q_{level:g}"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = _key(100, "upper bound; early stopping usually ends sooner", minimum=1, member=True,
-                       resumable=True)
-    batch_size: int = _key(64, "windows per optimizer step", minimum=1, member=True)
-    lr: float = _key(1e-3, "AdamW learning rate", minimum=0.0, member=True)
-    weight_decay: float = _key(
-        1e-4, "AdamW decoupled weight decay, on weight matrices only (not biases, vectors or embeddings)",
-        minimum=0.0, member=True)
-    clip: float = _key(1.0, "max gradient norm (0 = no clipping)", minimum=0.0, member=True)
-    patience: int = _key(10, "epochs without a better validation loss before stopping", minimum=1, member=True,
-                         resumable=True)
-    lr_patience: int = _key(3, "epochs without improvement before the learning rate is cut", minimum=0,
-                            member=True)
-    lr_factor: float = _key(0.5, "multiplier applied to the learning rate at each cut", minimum=0.0, maximum=1.0,
-                            member=True)
-    loss: str = _key(
-        "mse", "training loss on window-normalised values: mse | mae | huber | smape | mase (smape, mase: with "
-        "data.scaling none)", choices=LOSSES, member=True)
-    precision: str = _key(
-        "auto", "auto = bf16 on CUDA where every cell has a fast bf16 path (probed), fp32 elsewhere | bf16 | "
-        "fp32 (IEEE, TF32 off) | tf32", choices=PRECISIONS)
-    device: str = _key("auto", "auto = cuda, then mps, then cpu | cpu | cuda | cuda:N (GPU N) | mps",
-                       choices=DEVICES, resumable=True, option="--device")
-    seed: int = _key(0, "same seed, same data, same CPU -> identical checkpoints and forecasts", minimum=0,
-                     option="--seed")
-    ensemble: int = _key(1, "members trained with seeds seed, seed+1, ...; the forecast is their median", minimum=1)
-    refit_epochs: int = _key(
-        0, "after early stopping, this many more epochs on all windows, the validation part too, from the best "
-        "weights with a fresh AdamW at the learning rate of the best epoch", minimum=0, member=True)
-    ensemble_lookbacks: list | None = _key(
-        None, "e.g. [36, 54, 72]: member k reads the k-th lookback (cycled); null = data.lookback",
-        nullable=True, kind=list, items=int, minimum=1)
-    max_windows_per_series: int | None = _key(
-        None, "train on only the latest N windows of each series (null = all); faster epochs",
-        minimum=1, nullable=True, kind=int, member=True)
-    members: list | None = _key(
-        None, "e.g. [{train.loss: smape}, {model.window_norm: standard, train.loss: mase}]: member k's own keys "
-        "(cycled; docs/model.md, Mixed ensembles)", nullable=True, kind=list, items=dict)
-
-
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-
-
-def declared() -> dict[str, dataclasses.Field]:
-    """Every config key, dotted ("data.horizon"), with its declaration (a dataclass field whose
-    metadata holds what _key was given), in declaration order."""
-    return {f"{section}.{f.name}": f for section, cls in _SECTIONS.items() for f in dataclasses.fields(cls)}
-
-
-# Keys an ensemble member may set for itself in train.members (declared member=True): how it
-# reads, what it is and how it learns. Everything else (horizon, scaling, covariates, quantiles,
-# device, ...) is the run's.
-MEMBER_KEYS = tuple(key for key, f in declared().items() if f.metadata["member"])
-# Keys that may differ between an interrupted run and its --resume (declared resumable=True): they
-# change how long or where it trains, not what it computes.
-RESUMABLE_KEYS = frozenset(key for key, f in declared().items() if f.metadata["resumable"])
-# The named options of `lstmcast train` that set a config key: {"--horizon": "data.horizon", ...}.
-OPTION_KEYS = {f.metadata["option"]: key for key, f in declared().items() if f.metadata["option"]}
+# Declared in keys.py, importable from here too (lstmcast.config is the public home of a Config).
+__all__ = ["CALENDARS", "CELLS", "DEVICES", "FILL_POLICIES", "LOSSES", "MEMBER_KEYS", "OPTION_KEYS",
+           "PRECISIONS", "RESUMABLE_KEYS", "SCALINGS", "WINDOW_NORMS", "Config", "DataConfig", "ModelConfig",
+           "TrainConfig", "config_from_dict", "declared", "default_yaml", "is_choice", "load_config",
+           "parse_set", "quantile_column", "quantile_pairs", "read_yaml", "safe_load"]
 
 
 @dataclass(frozen=True)
@@ -312,13 +112,11 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-
-
 def _member_updates(entry: dict) -> dict[str, Any]:
     """One train.members entry as dotted keys; `{model: {layers: 1}}` reads as `{model.layers: 1}`."""
     flat = {}
     for key, value in entry.items():
-        if isinstance(value, dict) and key in _SECTIONS:
+        if isinstance(value, dict) and key in SECTIONS:
             flat.update({f"{key}.{name}": v for name, v in value.items()})
         else:
             flat[str(key)] = value
@@ -404,26 +202,26 @@ def _check_items(key: str, meta: dict, value: list) -> list:
 
 def _apply(config: Config, updates: dict[str, Any], source: str) -> Config:
     """Return config with dotted-key updates applied, each checked."""
-    sections = {name: dataclasses.asdict(getattr(config, name)) for name in _SECTIONS}
+    sections = {name: dataclasses.asdict(getattr(config, name)) for name in SECTIONS}
     for key, value in updates.items():
         section, _, name = key.partition(".")
-        if section not in _SECTIONS or not name:
+        if section not in SECTIONS or not name:
             raise LstmcastError(f"{source}: unknown config key '{key}' "
                                 f"(keys look like data.horizon, model.layers, train.epochs)")
-        fields = {f.name: f for f in dataclasses.fields(_SECTIONS[section])}
+        fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])}
         if name not in fields:
             raise LstmcastError(f"{source}: unknown config key '{key}'; "
                                 f"{section} keys are: {', '.join(fields)}")
         sections[section][name] = _check_value(key, fields[name], value)
-    return Config(**{name: cls(**sections[name]) for name, cls in _SECTIONS.items()})
+    return Config(**{name: cls(**sections[name]) for name, cls in SECTIONS.items()})
 
 
 def _flatten(tree: dict, source: str) -> dict[str, Any]:
     flat = {}
     for section, values in tree.items():
-        if section not in _SECTIONS:
+        if section not in SECTIONS:
             raise LstmcastError(f"{source}: unknown config section '{section}' "
-                                f"(allowed: {', '.join(_SECTIONS)})")
+                                f"(allowed: {', '.join(SECTIONS)})")
         if values is None:
             continue
         if not isinstance(values, dict):
@@ -533,30 +331,3 @@ def config_from_dict(tree: dict) -> Config:
     """Rebuild a Config saved with to_dict(). A checkpoint's or config.yaml's tree goes through
     run.config_from_saved, which migrates older ones first."""
     return _apply(Config(), _flatten(tree, "saved config"), "saved config")
-
-
-_DEFAULT_YAML_HEADER = """\
-# lstmcast default configuration: every key, with its default. Copy this file, keep the keys you
-# change, and pass it with --config FILE.yaml; --set section.key=value overrides any key.
-"""
-
-
-def _yaml_scalar(value: Any) -> str:
-    """A default as YAML writes it: null, true, 12, 0.0001, error."""
-    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
-
-
-def default_yaml() -> str:
-    """The text of configs/default.yaml, generated from the declarations: every key with its
-    default and its description, the comments aligned at column 22 (at least two spaces after the
-    value). tests/test_config_source.py checks that the committed file is this text; regenerate
-    it with `make default-config`."""
-    lines = [_DEFAULT_YAML_HEADER]
-    for section, cls in _SECTIONS.items():
-        lines.append(f"{section}:")
-        for f in dataclasses.fields(cls):
-            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-            entry = f"  {f.name}: {_yaml_scalar(default)}"
-            lines.append(f"{entry.ljust(20)}  # {f.metadata['doc']}")
-        lines.append("")
-    return "\n".join(lines[:-1]) + "\n"

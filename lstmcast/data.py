@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from . import timegrid
-from .config import FILL_POLICIES  # noqa: F401  (data.fill's values, declared with the key)
 from .csvread import (  # noqa: F401  (Columns, DEFAULT_*, NA_TEXT, Table, resolve_columns, check_covariates re-exported)
     DEFAULT_ID,
     DEFAULT_TARGET,
@@ -33,6 +32,7 @@ from .csvread import (  # noqa: F401  (Columns, DEFAULT_*, NA_TEXT, Table, resol
     resolve_columns,
 )
 from .errors import LstmcastError
+from .keys import FILL_POLICIES  # noqa: F401  (data.fill's values, declared with the key)
 
 
 @dataclass

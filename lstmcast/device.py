@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import torch
 
-from .config import DEVICES, is_choice
 from .errors import LstmcastError
+from .keys import DEVICES, is_choice
 
 
 def _usable(device: str) -> bool:

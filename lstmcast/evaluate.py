@@ -24,6 +24,7 @@ from .errors import LstmcastError
 from .metrics import mase_scale, naive, point_metrics, quantile_metrics, season_length, seasonal_naive
 from .predict import Run, forecast_at, load_run, point, read_for_run
 from .rundir import check_output
+from .validation import minimum_length, too_short
 
 FORECASTERS = ("model", "naive", "seasonal_naive")
 # In-sample points by what the run did with them, in this order: a point it trained on is "trained"
@@ -183,11 +184,11 @@ def evaluate(data_path: str | Path, run_dir: str | Path, out_path: str | Path | 
     series = read_for_run(run, data_path)
     horizon = run.horizon
     step = horizon if step is None else step
-    short = [(sid, len(v)) for sid, v in zip(series.ids, series.values) if len(v) <= horizon]
+    short = too_short(series, horizon)
     if short:
         sid, n = short[0]
         raise LstmcastError(f"{data_path}: series '{sid}' has {n} points; evaluate holds out the "
-                            f"last {horizon}, so each series needs at least {horizon + 1}")
+                            f"last {horizon}, so each series needs at least {minimum_length(horizon)}")
     season = season or season_length(series.freq)
     result = backtest(run, series, windows, step, season)
     seen = seen_points(run, series)

@@ -87,7 +87,7 @@ class PinballLoss(Loss):
         return loss.mean()
 
 
-# train.loss's values are declared with the key (config.LOSSES): each is one of these, or mase
+# train.loss's values are declared with the key (keys.LOSSES): each is one of these, or mase
 # (tests/test_config_source.py checks that the two agree).
 POINT_LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.huber_loss, "smape": smape_loss}
 LOSSES = POINT_LOSSES  # the earlier name

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import quantile_pairs
+from .keys import quantile_pairs
 from .mase import history_scale
 from .timegrid import season_length  # noqa: F401  (re-exported: the one table lives in timegrid)
 

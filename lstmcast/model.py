@@ -13,6 +13,7 @@ from .cells import encoder_output_size, make_encoder
 from .config import Config, ModelConfig
 from .errors import LstmcastError
 from .quantiles import keep_monotone, widen
+from .runtime import Runtime, autocast_of
 from .windows import N_FEATURES
 
 
@@ -305,13 +306,14 @@ def count_parameters(model: nn.Module) -> int:
 
 @torch.no_grad()
 def forecast_windows(model: nn.Module, inputs_of, starts: torch.Tensor,
-                     autocast: torch.dtype | None, batch_size: int = 4096) -> torch.Tensor:
+                     runtime: Runtime | None, batch_size: int = 4096) -> torch.Tensor:
     """Scaled forecasts (n, horizon), or (n, horizon, Q), in fp32 for windows `starts`, in batches,
-    in eval mode.
+    in eval mode, under `runtime`'s autocast (None: plain fp32).
 
     `inputs_of(starts)` builds the model's arguments: (batch, lookback, features) inputs
     (SeriesBuffer.inputs), or a tuple (inputs, future, series) (SeriesBuffer.model_inputs).
     """
+    autocast = autocast_of(runtime)
     was_training = model.training
     model.eval()
     out = []

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .checkpoint import atomic_write_bytes
 from .errors import LstmcastError
+from .keys import quantile_pairs
 from .predict import forecast, forecast_frame, load_run, read_for_run
 from .rundir import check_output
 
@@ -122,12 +123,7 @@ def quantile_bands(frame: pd.DataFrame) -> list[tuple[str, str]]:
             continue
         if 0.0 < level < 1.0 and level not in levels:
             levels[level] = name
-    bands = []
-    for low in sorted(p for p in levels if p < 0.5):
-        high = next((p for p in levels if p > 0.5 and math.isclose(p, 1.0 - low, abs_tol=1e-9)), None)
-        if high is not None:
-            bands.append((levels[low], levels[high]))
-    return bands
+    return [(levels[low], levels[high]) for low, high in quantile_pairs(list(levels))]
 
 
 def _band_width(band: tuple[str, str]) -> float:

@@ -22,9 +22,9 @@ from collections.abc import Iterable, Iterator
 import torch
 
 from . import cells
-from .config import PRECISIONS  # train.precision's values, declared with the key
 from .device import fallbacks, record_fallback
 from .errors import LstmcastError
+from .keys import PRECISIONS  # train.precision's values, declared with the key
 
 # ----------------------------------------------------------------------------------------------
 # The bf16 probe: what really runs a cell under bf16 autocast on this device

@@ -16,10 +16,11 @@ from .data import Columns, SeriesSet, read_future, read_series
 from .device import resolve_device
 from .errors import LstmcastError
 from .model import Ensemble, forecast_windows
-from .precision import forecast_autocast, fp32_math
+from .precision import fp32_math
 from .run import RunMeta, config_from_saved, upgrade_payload
 from .rundir import check_output
-from .scaling import Scaler, check_magnitude, unscale
+from .runtime import Runtime
+from .scaling import Scaler, check_magnitude, to_scaled, unscale
 from .windows import SeriesBuffer
 
 if TYPE_CHECKING:  # torch itself is used through model, windows and device
@@ -166,17 +167,16 @@ def forecast_at(run: Run, series: SeriesSet, loc: np.ndarray, scale: np.ndarray,
     which with known future features needs `tail` (FeatureSpec.tail): the rows after each end.
     """
     index = np.arange(len(series)) if index is None else np.asarray(index)
-    scaled = [(v - lo) / sc for v, lo, sc in zip(series.values, loc, scale)]
+    scaled = to_scaled(series.values, loc, scale)
     spec = run.features
     extra = spec.extra(series) if spec is not None else None
     n_known = spec.n_known if spec is not None else 0
     codes = spec.codes(series.ids) if spec is not None and run.config.model.series_embedding else None
     buffer = SeriesBuffer.build(scaled, run.config.input_length, run.device, extra, tail,
                                 n_known=n_known, horizon=run.horizon, codes=codes)
-    precision = run.config.train.precision
-    autocast = forecast_autocast(precision, run.device, run.config.cells_in_use())  # fp32 on a CPU
-    with fp32_math(precision):
-        out = forecast_windows(run.model, buffer.model_inputs, buffer.origin_starts(origins, index), autocast)
+    runtime = Runtime.for_forecast(run.device, run.config.train.precision, run.config.cells_in_use())
+    with fp32_math(runtime.precision):
+        out = forecast_windows(run.model, buffer.model_inputs, buffer.origin_starts(origins, index), runtime)
     return unscale(out.cpu().double().numpy(), loc[index], scale[index])
 
 

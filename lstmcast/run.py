@@ -112,6 +112,14 @@ class RunMeta:
         """The run and its members' weights from a checkpoint of any readable format, migrated
         (the module docstring lists each migration). Raises LstmcastError for an unknown format,
         KeyError / TypeError / ValueError for a payload that lacks or garbles a required entry."""
+        meta = cls.read(payload)
+        return meta, upgrade_payload(payload)["models"]
+
+    @classmethod
+    def read(cls, payload: dict) -> RunMeta:
+        """The run a checkpoint records, without its weights: model.pt, or last.pt (which holds
+        none: --resume compares its config and data fingerprint). Migrated and checked as
+        from_checkpoint."""
         check_format(payload.get("format_version"))
         payload = upgrade_payload(payload)
         config = config_from_saved(payload["config"])
@@ -120,11 +128,10 @@ class RunMeta:
         saved = payload.get("features") or {**_NO_FEATURES, "calendar": config.data.calendar}
         features = FeatureSpec.from_dict(saved, payload["freq"], series_ids)
         last = payload["last_timestamps"] if seen is not None else payload.get("last_timestamps", [])
-        meta = cls(config, Scaler.from_dict(payload["scaler"]), Columns.from_dict(payload["columns"]),
+        return cls(config, Scaler.from_dict(payload["scaler"]), Columns.from_dict(payload["columns"]),
                    payload["freq"], series_ids, last, payload.get("versions", {}),
                    payload.get("data_fingerprint"), features, seen, payload.get("conformal"),
                    payload["format_version"])
-        return meta, payload["models"]
 
     @property
     def in_sample_record(self) -> dict | None:

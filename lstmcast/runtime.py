@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .device import fallbacks, resolve_device
-from .precision import autocast_dtype, bf16_kernel, tf32_state
+from .precision import autocast_dtype, bf16_kernel, forecast_autocast, tf32_state
 from .precision import name as precision_name
 
 
@@ -23,6 +23,12 @@ class Runtime:
         """train.device and train.precision, resolved here (bf16 is probed per cell on CUDA)."""
         resolved = resolve_device(device)
         return cls(resolved, autocast_dtype(precision, resolved, cells_in_use), precision)
+
+    @classmethod
+    def for_forecast(cls, device: torch.device, precision: str, cells_in_use: tuple[str, ...]) -> Runtime:
+        """Forecasting with a run trained in `precision`: its own precision on CUDA, always fp32
+        on a CPU (a bf16 run too)."""
+        return cls(device, forecast_autocast(precision, device, cells_in_use), precision)
 
     @property
     def name(self) -> str:

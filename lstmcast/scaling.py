@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import SCALINGS as METHODS  # noqa: F401  (data.scaling's values, declared with the key)
 from .errors import LstmcastError
+from .keys import SCALINGS as METHODS  # noqa: F401  (data.scaling's values, declared with the key)
 
 # Largest |value| computed with safely: the scalers and the metrics work in float64 and square
 # errors (1e100 ** 2 is far from the float64 limit, 1.8e308). Unscaled values (none) go straight
@@ -80,6 +80,12 @@ class Scaler:
     def from_dict(cls, d: dict) -> Scaler:
         return cls(d["method"], list(d["ids"]), np.asarray(d["loc"], dtype=np.float64),
                    np.asarray(d["scale"], dtype=np.float64))
+
+
+def to_scaled(values: list[np.ndarray], loc: np.ndarray, scale: np.ndarray) -> list[np.ndarray]:
+    """Each series in the scaler's units, (x - loc[i]) / scale[i]: what the model reads, in
+    training and in forecasting (the inverse of unscale)."""
+    return [(v - lo) / sc for v, lo, sc in zip(values, loc, scale)]
 
 
 def unscale(scaled: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -3,17 +3,18 @@
 The core never prints. Progress goes to the optional `on_event` callback as the small event
 objects of events.py (re-exported here); the CLI renders them.
 
-The recipe (_train_in): _prepare (split, scale, features, device buffer) -> per ensemble member
-_fit_member (its _epoch loop, then _refit) -> _finalize (validation metrics, conformal
-corrections, metrics.json). The time split and what is measured on it live in validation.py, the
-losses in losses.py, a member's resumable state in fitstate.py, device and precision in runtime.py.
+Before anything is written, preflight.py checks the data and the config (and a --resume) and
+resolves what was detected. The recipe (_train_in): _prepare (split, scale, features, device
+buffer) -> per ensemble member _fit_member (its _epoch loop, then _refit) -> _finalize (validation
+metrics, conformal corrections, metrics.json). The time split and what is measured on it live in
+validation.py, the losses in losses.py, a member's resumable state in fitstate.py, device and
+precision in runtime.py.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -27,8 +28,8 @@ import numpy as np
 import torch
 
 from . import __version__, rundir
-from .checkpoint import BEST, LAST, atomic_write_text, load_checkpoint, save_checkpoint
-from .config import RESUMABLE_KEYS, Config
+from .checkpoint import BEST, LAST, atomic_write_text, save_checkpoint
+from .config import Config
 from .covariates import FeatureSpec
 from .data import SeriesSet, read_series
 from .device import describe
@@ -39,9 +40,18 @@ from .losses import Loss, MaseLoss, PinballLoss, make_loss, seasonal_scale, wind
 from .metrics import season_length
 from .model import Ensemble, count_parameters
 from .precision import fp32_math
-from .run import RunMeta, config_from_saved
+from .preflight import (
+    check_lengths,
+    check_lookbacks,
+    check_memory,
+    check_resume,
+    config_differences,
+    data_fingerprint,
+    resolve_config,
+)
+from .run import RunMeta
 from .runtime import Runtime
-from .scaling import Scaler, check_magnitude
+from .scaling import Scaler, check_magnitude, to_scaled
 from .validation import (  # noqa: F401  (minimum_length .. calibrate re-exported: tests, benchmarks)
     CALIBRATION_WINDOWS,
     Parts,
@@ -57,93 +67,7 @@ from .validation import (  # noqa: F401  (minimum_length .. calibrate re-exporte
     validation_loss,
     validation_metrics,
 )
-from .windows import N_FEATURES, SeriesBuffer, available_memory, buffer_bytes, window_batch_bytes
-
-
-def resolve_config(config: Config, series: SeriesSet) -> Config:
-    """Record what was detected (columns, lookback, frequency, day/month order) so the saved
-    config is fully explicit and predict reads new data the same way."""
-    cols = series.columns
-    data = dataclasses.replace(config.data, id_col=cols.id_col if cols.id_in_input else None,
-                               time_col=cols.time_col, target=list(cols.targets),
-                               lookback=config.data.resolved_lookback, freq=series.freq,
-                               dayfirst=config.data.dayfirst if series.dayfirst is None else series.dayfirst)
-    return dataclasses.replace(config, data=data)
-
-
-def check_lengths(series: SeriesSet, horizon: int, path: Path, conformal: bool = False) -> None:
-    need = minimum_length(horizon)
-    short = [(sid, len(v)) for sid, v in zip(series.ids, series.values) if len(v) < need]
-    if short:
-        sid, n = short[0]
-        more = f" (and {len(short) - 1} more)" if len(short) > 1 else ""
-        raise LstmcastError(f"{path}: series '{sid}' has {n} points{more}; training needs at least "
-                            f"{need} (horizon + 1, horizon {horizon}); lower --horizon or give "
-                            f"it more history")
-    if not validated(series.lengths(), horizon).any():
-        raise LstmcastError(f"{path}: no series has the {2 * horizon + 1} points (2 x horizon + 1) "
-                            f"needed to hold out a validation part; lower --horizon")
-    if conformal and not calibrated(series.lengths(), horizon).any():
-        raise LstmcastError(f"{path}: model.conformal needs a series of {3 * horizon + 1} points "
-                            f"(3 x horizon + 1): its last horizon calibrates the intervals, the horizon "
-                            f"before chooses the best epoch; lower --horizon, give more history or set "
-                            f"model.conformal=false")
-
-
-def check_lookbacks(series: SeriesSet, config: Config, path: Path) -> None:
-    """Lookbacks the user gave (data.lookback, train.ensemble_lookbacks, train.members) longer than
-    every series: the steps past the longest series are padding in every window, for nothing but
-    time, which is most likely a typo. The default, 3 x horizon, may exceed short series (padded)."""
-    given = [config.member(k).data.lookback for k in range(1, config.train.ensemble + 1)]
-    given = [lookback for lookback in given if lookback is not None]
-    lengths = series.lengths()
-    longest = int(lengths.max())
-    if given and max(given) > longest:
-        sid = series.ids[int(lengths.argmax())]
-        where = ("--lookback" if config.data.lookback == max(given)
-                 else "the lookbacks in train.ensemble_lookbacks / train.members")
-        raise LstmcastError(f"{path}: lookback {max(given)} is longer than the longest series ('{sid}', "
-                            f"{longest} points): every window would start with at least "
-                            f"{max(given) - longest} steps of padding; lower {where} to at most {longest}")
-
-
-def check_memory(series: SeriesSet, config: Config) -> None:
-    """Refuse, before allocating, a lookback (or horizon) whose series buffer and one batch of
-    windows alone would not fit in this machine's available memory: a typo such as
-    --lookback 200000000 would otherwise fail slowly or take the machine down."""
-    available = available_memory()
-    if available is None:
-        return
-    lookback, horizon = resolve_config(config, series).input_length, config.data.horizon
-    width = N_FEATURES + len(config.data.covariates)  # calendar columns only add to this
-    batch = max(config.member(k).train.batch_size for k in range(1, config.train.ensemble + 1))
-    need = buffer_bytes(series.lengths(), lookback, width) + window_batch_bytes(batch, lookback, horizon, width)
-    if need > available:
-        gib = 1024 ** 3
-        default = all(config.member(k).data.lookback is None for k in range(1, config.train.ensemble + 1))
-        what = f"lookback {lookback} (3 x horizon {horizon})" if default else f"lookback {lookback}"
-        raise LstmcastError(f"{what} needs ~{need / gib:.3g} GiB for the series buffer and one batch of "
-                            f"windows, more than this machine's {available / gib:.3g} GiB of available "
-                            f"memory; lower {'--horizon' if default else '--lookback'}")
-
-
-def data_fingerprint(series: SeriesSet) -> str:
-    digest = hashlib.sha256()
-    digest.update(series.freq.encode())
-    for sid, start, values in zip(series.ids, series.starts, series.values):
-        digest.update(f"{sid}|{start.isoformat()}|{len(values)}".encode())
-        digest.update(np.ascontiguousarray(values).tobytes())
-    if series.covariates is not None:  # without covariates: the same fingerprint as before them
-        digest.update("|".join(series.covariate_names).encode())
-        for covariates in series.covariates:
-            digest.update(np.ascontiguousarray(covariates).tobytes())
-    return digest.hexdigest()
-
-
-def _config_differences(a: Config, b: Config) -> list[tuple[str, object, object]]:
-    flat_a = {f"{s}.{k}": v for s, sec in a.to_dict().items() for k, v in sec.items()}
-    flat_b = {f"{s}.{k}": v for s, sec in b.to_dict().items() for k, v in sec.items()}
-    return [(k, flat_a[k], flat_b[k]) for k in flat_a if flat_a[k] != flat_b[k]]
+from .windows import SeriesBuffer
 
 
 @dataclass
@@ -184,21 +108,6 @@ def run_epoch(model, optimizer, batches: Batches, loss_fn: Loss, generator: torc
         if on_step is not None:
             on_step(step, steps, total)
     return float(total) / max(len(starts), 1)
-
-
-def _check_resume(out: Path, config: Config, fingerprint: str, data_path: Path) -> dict:
-    """The interrupted run's last.pt, if it may be continued with this config and data."""
-    state = load_checkpoint(out / LAST)
-    changed = [d for d in _config_differences(config_from_saved(state["config"]), config)
-               if d[0] not in RESUMABLE_KEYS]
-    if changed:
-        key, was, now = changed[0]
-        raise LstmcastError(f"--resume: '{key}' was {was!r} in {out}, now {now!r}; only "
-                            f"{', '.join(sorted(RESUMABLE_KEYS))} may change when resuming")
-    if state["data_fingerprint"] != fingerprint:
-        raise LstmcastError(f"--resume: {data_path} differs from the data {out} was trained on; "
-                            f"start a new run (--overwrite or another --out)")
-    return state
 
 
 def train(data_path: str | Path, out_dir: str | Path, config: Config | None = None, *,
@@ -242,7 +151,7 @@ def _train_locked(data_path: Path, out: Path, config: Config, resume: bool, over
     check_lengths(series, config.data.horizon, data_path, config.model.conformal)
     work = rundir.prepare(out, resume, overwrite)
     fingerprint = data_fingerprint(series)
-    state = _check_resume(out, config, fingerprint, data_path) if resume else None
+    state = check_resume(out, config, fingerprint, data_path) if resume else None
     runtime = Runtime.resolve(config.train.device, config.train.precision, config.cells_in_use())
 
     fresh = rundir.create(work)
@@ -334,7 +243,7 @@ def _prepare(work: Path, series: SeriesSet, config: Config, fingerprint: str, ru
     parts = split_parts(series.lengths(), horizon, config.model.conformal)
     scaler = Scaler.fit(config.data.scaling, series.ids,
                         [v[:n] for v, n in zip(series.values, parts.train)])
-    scaled = [(v - loc) / scale for v, loc, scale in zip(series.values, scaler.loc, scaler.scale)]
+    scaled = to_scaled(series.values, scaler.loc, scaler.scale)
     features = FeatureSpec.fit(config, series, parts.train)
     dims = features.dims()
     codes = np.arange(len(series)) if dims["n_series"] and config.model.series_embedding else None
@@ -365,7 +274,7 @@ def _fit_member(run: _Run, job: _Member, fit: Fit, runtime: Runtime, emit: Callb
     """Train one member: epochs until train.epochs or train.patience, then its refit epochs."""
     tc, members = job.config.train, run.config.train.ensemble
     recipe = ", ".join(f"{key}={str(now).lower() if isinstance(now, bool) else now}"
-                       for key, _, now in _config_differences(run.config, job.config)
+                       for key, _, now in config_differences(run.config, job.config)
                        if key not in ("train.members", "train.ensemble_lookbacks"))
     n_windows = len(job.batches.starts)
     emit(TrainStart(job.member, members, describe(runtime.device), runtime.name, len(run.series), n_windows,

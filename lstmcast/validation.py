@@ -14,13 +14,13 @@ import pandas as pd
 import torch
 
 from . import timegrid
-from .config import quantile_pairs
 from .data import SeriesSet
+from .keys import quantile_pairs
 from .losses import Loss, window_loss
 from .metrics import compare, pair_name, quantile_metrics, season_length
 from .model import Ensemble, forecast_windows
 from .quantiles import conformal_correction, interval_scores
-from .runtime import Runtime, autocast_of
+from .runtime import Runtime
 from .scaling import Scaler, unscale
 from .windows import SeriesBuffer
 
@@ -33,6 +33,13 @@ CALIBRATION_WINDOWS = (
 def minimum_length(horizon: int) -> int:
     """Points a series needs for one training window: `horizon` targets and 1 input."""
     return horizon + 1
+
+
+def too_short(series: SeriesSet, horizon: int) -> list[tuple[str, int]]:
+    """(id, points) of each series shorter than minimum_length(horizon), in file order: too short
+    to train on (one window) and to score (evaluate holds out the last horizon after 1 input)."""
+    need = minimum_length(horizon)
+    return [(sid, len(v)) for sid, v in zip(series.ids, series.values) if len(v) < need]
 
 
 def validated(lengths: np.ndarray, horizon: int) -> np.ndarray:
@@ -144,7 +151,7 @@ def validation_metrics(model, buffer: SeriesBuffer, parts: Parts, series: Series
     `runtime`: fp32."""
     horizon, is_validated, ends = parts.horizon, parts.validated, parts.stop_end[parts.validated]
     val_starts = stopping_starts(buffer, parts)
-    scaled = forecast_windows(model, buffer.model_inputs, val_starts, autocast_of(runtime)).cpu().double().numpy()
+    scaled = forecast_windows(model, buffer.model_inputs, val_starts, runtime).cpu().double().numpy()
     forecast = unscale(scaled, scaler.loc[is_validated], scaler.scale[is_validated])
     point = forecast if forecast.ndim == 2 else forecast[..., model.median_index]
     values = [v for v, keep in zip(series.values, is_validated) if keep]
@@ -165,7 +172,7 @@ def calibrate(model: Ensemble, buffer: SeriesBuffer, val_starts: torch.Tensor, h
     neither trained on nor used to choose the epoch): per symmetric pair of levels and per step, the
     correction (window-normalised units) that makes the interval cover its nominal share of their
     targets. Plain lists, for the checkpoint and metrics.json. Without `runtime`: fp32."""
-    quantiles = forecast_windows(model, buffer.model_inputs, val_starts, autocast_of(runtime))  # (n, horizon, Q)
+    quantiles = forecast_windows(model, buffer.model_inputs, val_starts, runtime)  # (n, horizon, Q)
     _, targets = buffer.windows(val_starts, horizon)                                     # (n, horizon)
     scale = model.conformal_scale(buffer.inputs(val_starts))                             # (n, 1)
     pairs = quantile_pairs(model.levels)

@@ -1,4 +1,4 @@
-"""One source of truth: every config key is declared once in lstmcast/config.py (default, rules,
+"""One source of truth: every config key is declared once in lstmcast/keys.py (default, rules,
 description, member / resumable, named option); configs/default.yaml, MEMBER_KEYS,
 RESUMABLE_KEYS, the CLI's option -> key map and the choice lists are derived from it."""
 
@@ -38,7 +38,7 @@ def test_member_and_resumable_keys_are_the_declared_ones():
         "model.bidirectional", "model.attention", "model.linear_skip", "train.loss", "train.lr",
         "train.weight_decay", "train.batch_size", "train.clip", "train.epochs", "train.patience",
         "train.lr_patience", "train.lr_factor", "train.max_windows_per_series", "train.refit_epochs"}
-    assert importlib.import_module("lstmcast.train").RESUMABLE_KEYS is config.RESUMABLE_KEYS
+    assert importlib.import_module("lstmcast.preflight").RESUMABLE_KEYS is config.RESUMABLE_KEYS
     assert config.RESUMABLE_KEYS == {"train.epochs", "train.patience", "train.device"}
     assert list(config.MEMBER_KEYS) == [k for k, f in declared().items() if f.metadata["member"]]
 

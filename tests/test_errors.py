@@ -233,7 +233,7 @@ def test_horizon_too_large_for_memory(tmp_path):
 
 def test_memory_check_against_a_small_machine(tmp_path, monkeypatch):
     # 1 MiB available: lookback 5000 needs ~5 MiB (a batch of 64 windows of 5002 rows, 16 bytes each).
-    monkeypatch.setattr(importlib.import_module("lstmcast.train"), "available_memory", lambda: 1024 ** 2)
+    monkeypatch.setattr(importlib.import_module("lstmcast.preflight"), "available_memory", lambda: 1024 ** 2)
     text = HEADER + "".join(rows(f"s{k}", 6000) for k in range(2))
     error_line(train_bad(tmp_path, "--lookback", 5000, text=text), "lookback 5000 needs ~",
                "this machine's 0.000977 GiB")

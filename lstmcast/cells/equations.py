@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..config import CELLS  # model.cell's values, declared with the key
+from ..keys import CELLS  # model.cell's values, declared with the key
 
 GATE_BLOCKS = {"lstm": 4, "peephole": 4, "cifg": 3, "gru": 3}
 LSTM_FAMILY = ("lstm", "peephole", "cifg")
