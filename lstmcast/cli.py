@@ -243,6 +243,8 @@ def train(
         None, "--past-covariates", help="Numeric columns known only up to now, e.g. temp,visits (encoder input)."),
     future_covariates: str | None = typer.Option(
         None, "--future-covariates", help="Numeric columns known in advance, e.g. price,promo (predict --future)."),
+    grid_cols: str | None = typer.Option(
+        None, "--grid-cols", help="Grid coordinate columns of a gridded file, e.g. lat,lon (data.grid; ConvLSTM)."),
     set_: List[str] | None = typer.Option(None, "--set", help="Config override key=value, repeatable."),
     device: str | None = typer.Option(None, "--device", help="auto|cpu|cuda|cuda:N|mps."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed."),
@@ -267,7 +269,7 @@ def train(
                             horizon=horizon, freq=freq, lookback=lookback, device=device, seed=seed,
                             time_budget=time_budget,
                             quantiles=quantiles, past_covariates=past_covariates,
-                            future_covariates=future_covariates)
+                            future_covariates=future_covariates, grid_cols=grid_cols)
         try:
             result = train_run(data, out, cfg, resume=resume, overwrite=overwrite,
                                on_event=reporter)
@@ -306,7 +308,11 @@ def predict(
         from .predict import predict as predict_run
 
         frame = predict_run(data, model, out, horizon=horizon, device=device, future=future)
-        if not quiet:
+        if not quiet and "grid" in frame.attrs:
+            height, width = frame.attrs["grid"]["shape"]
+            print(f"wrote {frame.attrs['grid']['frames']} frames of {height}x{width} grid cells ({len(frame)} rows) "
+                  f"to {out}", file=sys.stderr)
+        elif not quiet:
             n_series = frame.iloc[:, 0].nunique()
             print(f"wrote {len(frame)} forecasts ({n_series} series x {len(frame) // n_series} "
                   f"steps) to {out}", file=sys.stderr)
@@ -337,14 +343,18 @@ def evaluate(
         seen = result["in_sample"]
         seen = ("in-sample: unknown (older run)" if seen is None else
                 f"in-sample: {seen['points']} of {seen['of']} points")
-        if result["windows"] == 1:
+        if "grid" in result:
+            height, width = result["grid"]["shape"]
+            title = (f"{height}x{width} grid, {result['windows']} window(s) of the last {horizon} frames, "
+                     f"season {season_}\n{seen}")
+        elif result["windows"] == 1:
             title = f"{n} series, last {horizon} scored, season {season_}\n{seen}"
         else:
             title = (f"{n} series, {result['windows']} windows of {horizon} every {result['step']}, "
                      f"season {season_}\n{seen}")
         reporter.table(title, result["metrics"], stdout=True)
         reporter.interval_table("prediction intervals (model)", result, stdout=True)
-        if result["windows"] > 1:
+        if result["windows"] > 1 and "grid" not in result:
             reporter.window_table("per window, oldest first (before end: steps from the last window)",
                                   result["per_window"], stdout=True)
         note = _in_sample_note(result["in_sample"])

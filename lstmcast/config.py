@@ -45,9 +45,9 @@ from .keys import (
 
 # Declared in keys.py, importable from here too (lstmcast.config is the public home of a Config).
 __all__ = ["CALENDARS", "CELLS", "DEVICES", "FILL_POLICIES", "LOSSES", "MEMBER_KEYS", "OPTION_KEYS",
-           "PRECISIONS", "RECIPES", "RESUMABLE_KEYS", "SCALINGS", "SCHEDULES", "WINDOW_NORMS", "Config", "DataConfig", "ModelConfig",
-           "TrainConfig", "config_from_dict", "declared", "default_yaml", "is_choice", "load_config",
-           "parse_set", "quantile_column", "quantile_pairs", "read_yaml", "safe_load"]
+           "PRECISIONS", "RECIPES", "RESUMABLE_KEYS", "SCALINGS", "SCHEDULES", "WINDOW_NORMS", "Config",
+           "DataConfig", "ModelConfig", "TrainConfig", "config_from_dict", "declared", "default_yaml",
+           "is_choice", "load_config", "parse_set", "quantile_column", "quantile_pairs", "read_yaml", "safe_load"]
 
 
 @dataclass(frozen=True)

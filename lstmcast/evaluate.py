@@ -171,6 +171,10 @@ def evaluate(data_path: str | Path, run_dir: str | Path, out_path: str | Path | 
     counts the scored points the run trained, early-stopped or calibrated on (in_sample()); null
     for a run whose checkpoint does not record it.
     """
+    from .spatial import is_grid_run
+    if is_grid_run(run_dir):  # a gridded (ConvLSTM) run: persistence and per-cell seasonal naive
+        from .spatial.forecast import evaluate_grid
+        return evaluate_grid(data_path, run_dir, out_path, device=device, season=season, windows=windows, step=step)
     if season is not None and season < 1:
         raise LstmcastError(f"--season-length {season}: must be 1 or more (1 = no seasonality)")
     check_windows(windows, step)

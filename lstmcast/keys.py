@@ -107,6 +107,10 @@ class DataConfig:
     calendar: str = _key(
         "auto", "sin/cos calendar features from the timestamps by frequency (docs/covariates.md): auto | none",
         choices=CALENDARS)
+    grid: list | None = _key(
+        None, "e.g. [lat, lon]: the grid coordinate columns of a gridded file, one frame per timestamp, forecast "
+        "by a ConvLSTM (docs/gridded.md); null = series", nullable=True, kind=list, unique=True,
+        option="--grid-cols")
 
     def __post_init__(self):
         both = set(self.past_covariates or []) & set(self.future_covariates or [])
@@ -154,8 +158,15 @@ class ModelConfig:
     series_embedding: int = _key(
         0, "size of a learned vector per series joined to the summary (0 = off); unseen series get the mean vector",
         minimum=0)
+    conv_kernel: int = _key(3, "gridded runs (data.grid): ConvLSTM kernel size, odd (3 = each cell sees its 8 "
+                            "neighbours per step)", minimum=1)
+    conv_channels: int = _key(16, "gridded runs (data.grid): ConvLSTM hidden channels per layer (model.layers "
+                              "layers in the encoder and in the forecaster)", minimum=1)
 
     def __post_init__(self):
+        if self.conv_kernel % 2 == 0:
+            raise LstmcastError(f"config key 'model.conv_kernel' must be odd (the frame keeps its size), "
+                                f"got {self.conv_kernel}; use {self.conv_kernel + 1}")
         if self.quantiles:
             # Columns are named f"q_{level:g}" (6 significant digits): two levels must not share a name.
             odd = next((q for q in self.quantiles if float(f"{q:g}") != q), None)

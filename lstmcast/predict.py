@@ -62,6 +62,10 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Run:
     if not run_dir.is_dir():
         raise LstmcastError(f"{run_dir}: run directory not found; pass the --out of 'lstmcast train'")
     path = run_dir / BEST
+    from .spatial import is_grid_run
+    if is_grid_run(run_dir):  # predict and evaluate hand gridded runs to spatial/ before this
+        raise LstmcastError(f"{run_dir}: a gridded (ConvLSTM) run; this command reads series, not grids: "
+                            f"use 'lstmcast predict' or 'lstmcast evaluate' with it")
     payload = load_checkpoint(path, require=("config", "models", "scaler", "columns", "freq"),
                               upgrade=upgrade_payload)
     target = resolve_device(device)
@@ -198,6 +202,10 @@ def predict(data_path: str | Path, run_dir: str | Path, out_path: str | Path | N
             horizon: int | None = None, device: str = "cpu", future: str | Path | None = None) -> pd.DataFrame:
     """Forecast past the end of every series in `data_path`; write CSV to `out_path` if given.
     `future`: CSV of the future covariates (runs trained with data.future_covariates)."""
+    from .spatial import is_grid_run
+    if is_grid_run(run_dir):  # a gridded (ConvLSTM) run: the next frames, spatial/forecast.py
+        from .spatial.forecast import predict_grid
+        return predict_grid(data_path, run_dir, out_path, horizon=horizon, device=device, future=future)
     if out_path is not None:  # before any work: a bad --out is found at once
         check_output(out_path, [data_path, future], run_dir)
     run = load_run(run_dir, device)

@@ -140,6 +140,10 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
     `config` None: the defaults, or with `resume` the config the run was started with (its
     config.yaml), so continuing a run needs only its directory. Holds the run directory's lock
     throughout (rundir.RunLock), after repairing what killed runs left behind."""
+    from .spatial import wants_grid
+    if wants_grid(config, out_dir, resume):  # gridded data (data.grid): a ConvLSTM run, spatial/
+        from .spatial.fit import train_grid
+        return train_grid(data_path, out_dir, config, resume=resume, overwrite=overwrite, on_event=on_event)
     data_path, out = Path(data_path), Path(out_dir)
     if out.is_symlink():  # the run lives where the link points; the link stays
         out = Path(os.path.realpath(out))

@@ -60,7 +60,8 @@ def test_train_options_are_the_declared_ones():
         "--horizon": "data.horizon", "--freq": "data.freq", "--lookback": "data.lookback",
         "--device": "train.device", "--seed": "train.seed", "--quantiles": "model.quantiles",
         "--time-budget": "train.time_budget",
-        "--past-covariates": "data.past_covariates", "--future-covariates": "data.future_covariates"}
+        "--past-covariates": "data.past_covariates", "--future-covariates": "data.future_covariates",
+        "--grid-cols": "data.grid"}
 
 
 def test_each_choice_list_is_one_list():

@@ -245,7 +245,8 @@ def test_refit_starts_a_fresh_optimizer_at_the_best_epochs_learning_rate(tmp_pat
     losses = iter([1.0, 0.5, 0.9, 0.9])
     monkeypatch.setattr(train_module, "run_epoch", recording_epoch)
     monkeypatch.setattr(train_module, "validation_loss", lambda *a, **k: next(losses))
-    config = load_config(None, {"train.recipe": "none", "model.hidden_size": 8, "model.layers": 1, "train.batch_size": 128,
+    config = load_config(None, {"train.recipe": "none",
+                                "model.hidden_size": 8, "model.layers": 1, "train.batch_size": 128,
                                 "train.epochs": 4, "train.patience": 5, "train.lr_patience": 0,
                                 "train.lr_factor": 0.5, "train.lr": 0.002, "train.refit_epochs": 2})
     result = train(SALES, tmp_path / "run", config)
@@ -263,7 +264,8 @@ def test_refit_starts_a_fresh_optimizer_at_the_best_epochs_learning_rate(tmp_pat
 
 
 def test_biases_and_embeddings_are_not_decayed():
-    config = load_config(None, {"train.recipe": "none", "model.hidden_size": 8, "model.layers": 2, "model.cell": "peephole",
+    config = load_config(None, {"train.recipe": "none",
+                                "model.hidden_size": 8, "model.layers": 2, "model.cell": "peephole",
                                 "model.series_embedding": 3, "data.horizon": 4})
     model = Forecaster(config.model, 4, 12, n_series=5)
     decay, plain = parameter_groups(model, 0.1)
@@ -291,7 +293,8 @@ def test_biases_and_embeddings_are_not_decayed():
 
 def test_forget_gate_bias_survives_strong_weight_decay(tmp_path):
     """The encoder's forget-gate bias starts at 1; with weight decay off biases it is not pulled to 0."""
-    config = load_config(None, {"train.recipe": "none", "model.hidden_size": 8, "model.layers": 1, "train.batch_size": 128,
+    config = load_config(None, {"train.recipe": "none",
+                                "model.hidden_size": 8, "model.layers": 1, "train.batch_size": 128,
                                 "train.epochs": 1, "train.weight_decay": 0.0})
     model = Forecaster(config.model, 12, 36)
     optimizer = make_optimizer(model, 1.0, 1.0)   # decay by lr x wd = 100% of a weight per step
