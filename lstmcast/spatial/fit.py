@@ -232,7 +232,7 @@ def _train_locked(data_path: Path, out: Path, config: Config, resume: bool, over
 def _check_resume(out: Path, config: Config, fingerprint: str, data_path: Path) -> dict:
     state = load_checkpoint(out / LAST, require=("config", "grid", "model", "optimizer", "epoch"))
     saved = config_from_saved(state["config"])
-    ours, theirs = _flat(config), _flat(saved)
+    ours, theirs = config.flat(), saved.flat()
     changed = next((k for k in ours if k not in RESUMABLE_KEYS and ours[k] != theirs[k]), None)
     if changed is not None:
         raise LstmcastError(f"--resume: {changed} is {ours[changed]!r} but the run was started with "
