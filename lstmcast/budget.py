@@ -56,6 +56,9 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds:g}s"
 
 
+# Epochs a member needs to get near its best (early stopping ended the M3 monthly members at 6 to
+# 9 epochs of ~300 steps); with less time per member, fewer members are trained (train._plan_members).
+EPOCHS_PER_MEMBER = 8
 RESERVE_SHARE = 0.03   # of the budget, kept for the validation metrics and the run files
 RESERVE_MIN = 1.0      # seconds
 

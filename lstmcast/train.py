@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from . import __version__, auto, rundir
-from .budget import Budget, format_duration, parse_duration
+from .budget import EPOCHS_PER_MEMBER, Budget, format_duration, parse_duration
 from .checkpoint import BEST, LAST, atomic_write_text, save_checkpoint
 from .config import Config, load_config
 from .covariates import FeatureSpec
@@ -229,6 +229,7 @@ class _Run:
     # What each finished member really ran, where it differs from its config (the budget cut its
     # epochs or skipped its refit): {member: {"train.epochs": 7, ...}}, recorded in config.yaml.
     ran: dict = dataclasses.field(default_factory=dict)
+    planned: int = 0       # members the budget leaves room for (0: not planned yet, all of them)
 
     def save_best(self, weights: dict) -> None:
         """model.pt: the finished members' weights and `weights` for the member in training."""
@@ -264,28 +265,45 @@ def _train_in(work: Path, series: SeriesSet, config: Config, runtime: Runtime, f
     emit = on_event or (lambda event: None)
     run = _prepare(work, series, config, fingerprint, runtime, state, choices or [])
     run.budget = budget or Budget(None)
-    members = config.train.ensemble
+    members = run.planned = config.train.ensemble
     for member in range(len(run.done) + 1, members + 1):
-        deadline = run.budget.member_deadline(members - member + 1)
-        if run.done and not _one_more_fits(run, deadline):
-            run.budget.note(f"members {member}-{members} not trained: the time left would not fit two of "
-                            f"their epochs" if member < members else
-                            f"member {member} not trained: the time left would not fit two of its epochs")
+        if run.done and run.budget.limited:
+            _replan(run)
+        if member > run.planned:
+            run.budget.note(f"members {member}-{members} not trained: the time left would not fit another "
+                            f"member like the ones trained")
             emit(Note(f"time budget: {run.budget.cut[-1]}"))
             break
+        deadline = run.budget.member_deadline(run.planned - member + 1)
         job = _member(run, member)
         fit = new_fit(job.config, config.member_seed(member), runtime.device, run.dims, job.batches.steps)
         if state is not None and state["member"] == member:
             fit.restore(state)
-        _fit_member(run, job, fit, runtime, emit, on_event is not None, deadline)
+        _fit_member(run, job, fit, runtime, emit, on_event is not None, deadline, state is None and member == 1)
     return _finalize(run, fit, runtime, emit)
 
 
-def _one_more_fits(run: _Run, deadline: float) -> bool:
-    """Would two epochs of the kind the last member ran fit before `deadline`?"""
-    last = [row["seconds"] for row in run.history if row["member"] == len(run.done) and
-            math.isfinite(row["val_loss"])]
-    return not last or time.perf_counter() + 2 * float(np.mean(last)) <= deadline
+def _plan_members(run: _Run, epoch: float, left: float, emit: Callback) -> None:
+    """After the first member's second epoch (`epoch` seconds, `left` seconds of budget when the member
+    started): as many members as leave each about EPOCHS_PER_MEMBER epochs, at least one."""
+    members = run.config.train.ensemble
+    need = EPOCHS_PER_MEMBER * epoch
+    run.planned = max(1, min(members, int(left // need)))
+    if run.planned < members:
+        run.budget.note(f"{run.planned} of {members} members planned: a member needs about {need:.0f}s "
+                        f"({EPOCHS_PER_MEMBER} epochs of {epoch:.1f}s) and {left:.0f}s were left")
+        emit(Note(f"time budget: {run.budget.cut[-1]}"))
+
+
+def _replan(run: _Run) -> None:
+    """Before each further member: as many more members as the time left fits, each needing what
+    the finished members needed on average (their epochs, refits included, at their epoch time)."""
+    rows = [row for row in run.history if row["member"] <= len(run.done)]
+    epochs = len(rows) / max(len(run.done), 1)
+    seconds = float(np.mean([row["seconds"] for row in rows])) if rows else 0.0
+    # Rounded: a member with at least half the time the others took still adds to the median.
+    room = int(max(run.budget.left(), 0.0) / max(epochs * seconds, 1e-9) + 0.5)
+    run.planned = max(len(run.done), min(run.config.train.ensemble, len(run.done) + room))
 
 
 def _prepare(work: Path, series: SeriesSet, config: Config, fingerprint: str, runtime: Runtime,
@@ -325,10 +343,11 @@ def _member(run: _Run, member: int) -> _Member:
 
 
 def _fit_member(run: _Run, job: _Member, fit: Fit, runtime: Runtime, emit: Callback, listening: bool,
-                deadline: float = math.inf) -> None:
+                deadline: float = math.inf, plan_members: bool = False) -> None:
     """Train one member: epochs until train.epochs, train.patience or its `deadline` (the time
     budget: an epoch starts only if one as long as its last fits), then its refit epochs (if they
-    fit too)."""
+    fit too). `plan_members`: after its first epoch, size the ensemble to the budget."""
+    started_member, left = time.perf_counter(), run.budget.left()
     tc, members = job.config.train, run.config.train.ensemble
     recipe = ", ".join(f"{key}={str(now).lower() if isinstance(now, bool) else now}"
                        for key, _, now in config_differences(run.config, job.config)
@@ -349,6 +368,10 @@ def _fit_member(run: _Run, job: _Member, fit: Fit, runtime: Runtime, emit: Callb
         started = time.perf_counter()
         _epoch(run, job, fit, runtime, emit, listening, deadline)
         last = time.perf_counter() - started
+        # The first epoch also warms up (allocations, compilation): plan from the second.
+        if plan_members and run.budget.limited and fit.epoch == first + 2 and run.config.train.ensemble > 1:
+            _plan_members(run, last, left, emit)
+            deadline = started_member + max(left, 0.0) / run.planned
     run.held_out.append(fit.best_weights)
     if refit and time.perf_counter() + refit * last > deadline:
         _cut(run, job.member, {"train.refit_epochs": 0}, f"member {job.member}: its refit epoch skipped, "
