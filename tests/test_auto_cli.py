@@ -7,7 +7,6 @@ import json
 
 import torch
 import yaml
-
 from conftest import SALES, cli, error_line
 
 # Small members so that the test is quick; the recipe still chooses everything else.
