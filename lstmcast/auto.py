@@ -64,10 +64,9 @@ class Facts:
         return cls(name, season, season if name in ("hourly", "subhourly") else 0, len(series),
                    int(lengths.min()), int(np.median(lengths)), int(lengths.max()), positive)
 
-    def windows(self, horizon: int, lengths_sum: int | None = None) -> int:
+    def windows(self, horizon: int) -> int:
         """About how many training windows the series give (one per target position)."""
-        total = lengths_sum if lengths_sum is not None else self.median_length * self.n_series
-        return max(total - self.n_series * 2 * horizon, self.n_series)
+        return max(self.median_length * self.n_series - self.n_series * 2 * horizon, self.n_series)
 
 
 @dataclass(frozen=True)
@@ -96,6 +95,10 @@ def _horizon(facts: Facts) -> tuple[int, str]:
     if horizon > longest_usable:
         return longest_usable, (f"{reason} would be {horizon}, but the longest series has "
                                 f"{facts.max_length} points (2 x horizon + 1 are needed)")
+    if horizon > facts.min_length - 1:  # every series needs horizon + 1 points to train on
+        shortest = max(facts.min_length - 1, 1)
+        return shortest, (f"{reason} would be {horizon}, but the shortest series has {facts.min_length} "
+                          f"points (horizon + 1 are needed)")
     return horizon, reason
 
 

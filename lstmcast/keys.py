@@ -39,7 +39,8 @@ SCHEDULES = ("plateau", "linear")
 def duration_text(value: Any, key: str) -> str | None:
     """A duration key's canonical text ('10m', '90s', '1.5h'), or None (no limit)."""
     from .budget import format_duration, parse_duration
-    return format_duration(parse_duration(value, key)) if parse_duration(value, key) is not None else None
+    seconds = parse_duration(value, key)
+    return None if seconds is None else format_duration(seconds)
 
 
 def is_choice(value: Any, choices: tuple) -> bool:

@@ -264,6 +264,26 @@ def saved_config(run_dir: Path) -> Config | None:
         raise LstmcastError(f"{path}: {exc}; {advice}") from None
 
 
+def locked(data_path, out_dir, config, resume: bool, overwrite: bool, on_event, body):
+    """What every training run does around its work: the run directory resolved (a symlink is
+    followed; the link stays), the flags checked, the lock held throughout, what killed runs left
+    behind repaired (a Recovered event each), the data checked against the directory, and with
+    `resume` and no `config` the run's saved config. Returns body(data_path, out, config, resume,
+    overwrite, on_event)."""
+    data_path, out = Path(data_path), Path(out_dir)
+    if out.is_symlink():
+        out = Path(os.path.realpath(out))
+    check_flags(out, resume, overwrite)
+    with RunLock(out):
+        for event in recover(out):
+            if on_event is not None:
+                on_event(event)
+        check_data(data_path, out, resume)
+        if config is None and resume:
+            config = saved_config(out)
+        return body(data_path, out, config or Config(), resume, overwrite, on_event)
+
+
 def check_flags(out: Path, resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise LstmcastError(f"{out}: --resume continues this run, --overwrite replaces it; pass "

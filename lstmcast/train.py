@@ -17,7 +17,6 @@ import copy
 import dataclasses
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -144,18 +143,7 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
     if wants_grid(config, out_dir, resume):  # gridded data (data.grid): a ConvLSTM run, spatial/
         from .spatial.fit import train_grid
         return train_grid(data_path, out_dir, config, resume=resume, overwrite=overwrite, on_event=on_event)
-    data_path, out = Path(data_path), Path(out_dir)
-    if out.is_symlink():  # the run lives where the link points; the link stays
-        out = Path(os.path.realpath(out))
-    rundir.check_flags(out, resume, overwrite)
-    with rundir.RunLock(out):
-        for event in rundir.recover(out):
-            if on_event is not None:
-                on_event(event)
-        rundir.check_data(data_path, out, resume)
-        if config is None and resume:
-            config = rundir.saved_config(out)
-        return _train_locked(data_path, out, config or Config(), resume, overwrite, on_event)
+    return rundir.locked(data_path, out_dir, config, resume, overwrite, on_event, _train_locked)
 
 
 def _train_locked(data_path: Path, out: Path, config: Config, resume: bool, overwrite: bool,

@@ -68,6 +68,9 @@ def test_short_series_shorten_the_horizon_and_lookback():
     picked = as_dict(choose(short, set()))
     assert picked["data.horizon"] == 14                   # (30 - 1) // 2: a validation part fits
     assert max(m["data.lookback"] for m in picked["train.members"]) <= 30 - 14
+    # One series of 10 points among long ones: every series must train on horizon + 1 points.
+    mixed = as_dict(choose(Facts("monthly", 12, 0, 10, 10, 100, 120, True), set()))
+    assert mixed["data.horizon"] == 9
 
 
 @pytest.mark.parametrize("text, seconds", [("10m", 600), ("90s", 90), ("1h30m", 5400), ("2h", 7200),
@@ -90,13 +93,12 @@ def test_no_budget_and_formatting():
 
 
 def test_budget_shares_what_is_left_among_the_members_to_come():
-    budget = Budget(100.0, started=0.0)
-    budget.started = budget.started  # the clock started long ago: nothing is left
-    assert budget.left() < 0
+    import time
+    spent = Budget(100.0, started=time.perf_counter() - 200)   # started 200 s ago: nothing is left
+    assert spent.left() < 0 and spent.member_deadline(2) <= time.perf_counter() + 1e-3
     fresh = Budget(100.0)
     left = fresh.left()
     assert 96 < left <= 97           # 3% kept for the run files
-    import time
     now = time.perf_counter()
     assert fresh.member_deadline(4) - now == pytest.approx(left / 4, abs=0.5)
 

@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -187,18 +186,7 @@ def train_grid(data_path: str | Path, out_dir: str | Path, config: Config | None
                resume: bool = False, overwrite: bool = False, on_event: Callback | None = None) -> TrainResult:
     """Train a ConvLSTM on the gridded CSV at `data_path` into the run directory `out_dir`; the
     same lock, marker, --resume and --overwrite rules as a series run (rundir.py)."""
-    data_path, out = Path(data_path), Path(out_dir)
-    if out.is_symlink():
-        out = Path(os.path.realpath(out))
-    rundir.check_flags(out, resume, overwrite)
-    with rundir.RunLock(out):
-        for event in rundir.recover(out):
-            if on_event is not None:
-                on_event(event)
-        rundir.check_data(data_path, out, resume)
-        if config is None and resume:
-            config = rundir.saved_config(out)
-        return _train_locked(data_path, out, config or Config(), resume, overwrite, on_event)
+    return rundir.locked(data_path, out_dir, config, resume, overwrite, on_event, _train_locked)
 
 
 def _train_locked(data_path: Path, out: Path, config: Config, resume: bool, overwrite: bool,
