@@ -465,7 +465,8 @@ def _finalize(run: _Run, fit: Fit, runtime: Runtime, emit: Callback) -> TrainRes
     if select and len(run.done) > 1:
         selection = _select(run, runtime)
         if len(selection.keep) < len(run.done):
-            emit(Note(f"members kept: {', '.join(str(k + 1) for k in selection.keep)} of {len(run.done)} "
+            kept = ", ".join(str(k + 1) for k in selection.keep)
+            emit(Note(f"kept member{'s' if len(selection.keep) > 1 else ''} {kept} of the {len(run.done)} trained "
                       f"(validation MASE {selection.scores[selection.keep]:.4f}, all members "
                       f"{selection.scores[tuple(trained)]:.4f}; train.select)"))
             _keep(run, list(selection.keep))
