@@ -6,9 +6,10 @@ objects of events.py (re-exported here); the CLI renders them.
 Before anything is written, preflight.py checks the data and the config (and a --resume) and
 resolves what was detected. The recipe (_train_in): _prepare (split, scale, features, device
 buffer) -> per ensemble member _fit_member (its _epoch loop, then _refit) -> _finalize (validation
-metrics, conformal corrections, metrics.json). The time split and what is measured on it live in
-validation.py, the losses in losses.py, a member's resumable state in fitstate.py, device and
-precision in runtime.py.
+metrics, conformal corrections, metrics.json). What the members share, how many of them and how
+many epochs the time budget fits, and which are kept live in members.py; the time split and what
+is measured on it in validation.py, the losses in losses.py, a member's resumable state in
+fitstate.py, device and precision in runtime.py.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import __version__, auto, rundir
-from .budget import EPOCHS_PER_MEMBER, Budget, format_duration, parse_duration
+from . import __version__, auto, members, rundir
+from .budget import Budget, format_duration, parse_duration
 from .checkpoint import BEST, LAST, atomic_write_text, save_checkpoint
-from .config import Config, load_config
+from .config import Config
 from .covariates import FeatureSpec
 from .data import SeriesSet, read_series
 from .device import describe
@@ -37,7 +38,7 @@ from .errors import LstmcastError
 from .events import LOSS_EVERY, Callback, EpochEnd, Note, Step, TrainResult, TrainStart  # noqa: F401  (re-exported)
 from .fitstate import Fit, LinearDecay, make_optimizer, new_fit, parameter_groups  # noqa: F401  (parameter_groups re-exported)
 from .losses import Loss, MaseLoss, PinballLoss, make_loss, seasonal_scale, window_loss  # noqa: F401  (re-exported)
-from .mase import history_scale
+from .members import RunState
 from .metrics import season_length
 from .model import Ensemble, count_parameters
 from .precision import fp32_math
@@ -53,7 +54,6 @@ from .preflight import (
 from .run import RunMeta
 from .runtime import Runtime
 from .scaling import Scaler, check_magnitude, to_scaled
-from .selection import Selection, choose_members
 from .validation import (  # noqa: F401  (minimum_length .. calibrate re-exported: tests, benchmarks)
     CALIBRATION_WINDOWS,
     Parts,
@@ -194,42 +194,6 @@ def _train_locked(data_path: Path, out: Path, config: Config, resume: bool, over
 
 
 @dataclass
-class _Run:
-    """What every member trains on, built once (_prepare), and what the run has done so far.
-
-    With refit, `done` holds the refitted weights that forecast and `held_out` the weights chosen on
-    the validation part, which alone give honest validation metrics."""
-
-    work: Path
-    config: Config
-    series: SeriesSet
-    parts: Parts
-    scaler: Scaler
-    dims: dict
-    buffer: SeriesBuffer   # padded for the longest member lookback; each member reads its own view
-    meta: RunMeta          # the run's keys in every checkpoint
-    refits: list[bool]     # per member: does it refit
-    done: list[dict]       # weights that forecast, of the finished members
-    held_out: list[dict]   # weights chosen on the early-stopping windows, of the finished members
-    history: list[dict]    # history.csv's rows
-    choices: list = dataclasses.field(default_factory=list)   # the automatic recipe's (auto.Choice)
-    budget: Budget = dataclasses.field(default_factory=lambda: Budget(None))
-    # What each finished member really ran, where it differs from its config (the budget cut its
-    # epochs or skipped its refit): {member: {"train.epochs": 7, ...}}, recorded in config.yaml.
-    ran: dict = dataclasses.field(default_factory=dict)
-    planned: int = 0       # members the budget leaves room for (0: not planned yet, all of them)
-
-    def save_best(self, weights: dict) -> None:
-        """model.pt: the finished members' weights and `weights` for the member in training."""
-        save_checkpoint(self.meta.to_checkpoint([*self.done, weights]), self.work / BEST)
-
-    def log(self, row: dict) -> None:
-        """One more row of history.csv (the file is rewritten whole, atomically)."""
-        self.history.append(row)
-        _write_history(self.work / "history.csv", self.history)
-
-
-@dataclass
 class _Member:
     """One ensemble member's recipe: its own config (Config.member), loss and windows."""
 
@@ -253,12 +217,12 @@ def _train_in(work: Path, series: SeriesSet, config: Config, runtime: Runtime, f
     emit = on_event or (lambda event: None)
     run = _prepare(work, series, config, fingerprint, runtime, state, choices or [])
     run.budget = budget or Budget(None)
-    members = run.planned = config.train.ensemble
-    for member in range(len(run.done) + 1, members + 1):
+    n_members = run.planned = config.train.ensemble
+    for member in range(len(run.done) + 1, n_members + 1):
         if run.done and run.budget.limited:
-            _replan(run)
+            members.replan(run)
         if member > run.planned:
-            run.budget.note(f"members {member}-{members} not trained: the time left would not fit another "
+            run.budget.note(f"members {member}-{n_members} not trained: the time left would not fit another "
                             f"member like the ones trained")
             emit(Note(f"time budget: {run.budget.cut[-1]}"))
             break
@@ -271,33 +235,10 @@ def _train_in(work: Path, series: SeriesSet, config: Config, runtime: Runtime, f
     return _finalize(run, fit, runtime, emit)
 
 
-def _plan_members(run: _Run, epoch: float, left: float, emit: Callback) -> None:
-    """After the first member's second epoch (`epoch` seconds, `left` seconds of budget when the member
-    started): as many members as leave each about EPOCHS_PER_MEMBER epochs, at least one."""
-    members = run.config.train.ensemble
-    need = EPOCHS_PER_MEMBER * epoch
-    run.planned = max(1, min(members, int(left // need)))
-    if run.planned < members:
-        run.budget.note(f"{run.planned} of {members} members planned: a member needs about {need:.0f}s "
-                        f"({EPOCHS_PER_MEMBER} epochs of {epoch:.1f}s) and {left:.0f}s were left")
-        emit(Note(f"time budget: {run.budget.cut[-1]}"))
-
-
-def _replan(run: _Run) -> None:
-    """Before each further member: as many more members as the time left fits, each needing what
-    the finished members needed on average (their epochs, refits included, at their epoch time)."""
-    rows = [row for row in run.history if row["member"] <= len(run.done)]
-    epochs = len(rows) / max(len(run.done), 1)
-    seconds = float(np.mean([row["seconds"] for row in rows])) if rows else 0.0
-    # Rounded: a member with at least half the time the others took still adds to the median.
-    room = int(max(run.budget.left(), 0.0) / max(epochs * seconds, 1e-9) + 0.5)
-    run.planned = max(len(run.done), min(run.config.train.ensemble, len(run.done) + room))
-
-
 def _prepare(work: Path, series: SeriesSet, config: Config, fingerprint: str, runtime: Runtime,
-             state: dict | None, choices: list) -> _Run:
+             state: dict | None, choices: list) -> RunState:
     """Split, scale, build the features and the device buffer; write config.yaml."""
-    horizon, members = config.data.horizon, config.train.ensemble
+    horizon, n_members = config.data.horizon, config.train.ensemble
     parts = split_parts(series.lengths(), horizon, config.model.conformal)
     scaler = Scaler.fit(config.data.scaling, series.ids,
                         [v[:n] for v, n in zip(series.values, parts.train)])
@@ -307,20 +248,20 @@ def _prepare(work: Path, series: SeriesSet, config: Config, fingerprint: str, ru
     codes = np.arange(len(series)) if dims["n_series"] and config.model.series_embedding else None
     buffer = SeriesBuffer.build(scaled, config.input_length, runtime.device, features.extra(series),
                                 n_known=features.n_known, horizon=horizon, codes=codes)
-    refits = [config.member(m).train.refit_epochs > 0 for m in range(1, members + 1)]
+    refits = [config.member(m).train.refit_epochs > 0 for m in range(1, n_members + 1)]
     meta = RunMeta(config, scaler, series.columns, series.freq, list(series.ids),
                    [series.last_time(i).isoformat() for i in range(len(series))],
                    {"lstmcast": __version__, "torch": str(torch.__version__)}, fingerprint, features,
                    seen_by_run(series, parts, refits))
     if state is None or not (work / "config.yaml").exists():
-        atomic_write_text(work / "config.yaml", _config_text(config, choices))
+        atomic_write_text(work / "config.yaml", members.config_text(config, choices))
     done, held_out, history = ([], [], []) if state is None else (
         list(state["members_done"]), list(state["members_held_out"]), [dict(r) for r in state["history"]])
-    return _Run(work, config, series, parts, scaler, dims, buffer, meta, refits, done, held_out, history,
+    return RunState(work, config, series, parts, scaler, dims, buffer, meta, refits, done, held_out, history,
                 choices)
 
 
-def _member(run: _Run, member: int) -> _Member:
+def _member(run: RunState, member: int) -> _Member:
     own = run.config.member(member)  # its lookback, model and training keys (train.members)
     tc, horizon = own.train, run.config.data.horizon
     loss = make_loss(tc.loss, season_length(run.series.freq), run.config.model.levels)
@@ -330,27 +271,28 @@ def _member(run: _Run, member: int) -> _Member:
     return _Member(member, own, loss, view, batches, stopping_starts(view, run.parts))
 
 
-def _fit_member(run: _Run, job: _Member, fit: Fit, runtime: Runtime, emit: Callback, listening: bool,
+def _fit_member(run: RunState, job: _Member, fit: Fit, runtime: Runtime, emit: Callback, listening: bool,
                 deadline: float = math.inf, plan_members: bool = False) -> None:
     """Train one member: epochs until train.epochs, train.patience or its `deadline` (the time
     budget: an epoch starts only if one as long as its last fits), then its refit epochs (if they
     fit too). `plan_members`: after its first epoch, size the ensemble to the budget."""
     started_member, left = time.perf_counter(), run.budget.left()
-    tc, members = job.config.train, run.config.train.ensemble
+    tc = job.config.train
     recipe = ", ".join(f"{key}={str(now).lower() if isinstance(now, bool) else now}"
                        for key, _, now in config_differences(run.config, job.config)
                        if key not in ("train.members", "train.ensemble_lookbacks"))
     n_windows = len(job.batches.starts)
-    emit(TrainStart(job.member, members, describe(runtime.device), runtime.name, len(run.series), n_windows,
-                    count_parameters(fit.model), tc.epochs, job.batches.steps, fit.epoch + 1, recipe))
+    emit(TrainStart(job.member, run.config.train.ensemble, describe(runtime.device), runtime.name,
+                    len(run.series), n_windows, count_parameters(fit.model), tc.epochs, job.batches.steps,
+                    fit.epoch + 1, recipe))
     last, first, refit, epochs = 0.0, fit.epoch, tc.refit_epochs, tc.epochs
     plan = tc.schedule == "linear" and run.budget.limited
     while fit.epoch < epochs and fit.bad_epochs < tc.patience:
         if plan and fit.epoch == first + 1:
-            epochs, plan = _plan(run, job, fit, deadline, last, emit), False
+            epochs, plan = members.plan_linear(run, job, fit, deadline, last, emit), False
             continue
         if fit.epoch > first and time.perf_counter() + last * (1 + refit) > deadline:  # keeps time to refit
-            _cut(run, job.member, {"train.epochs": fit.epoch}, f"member {job.member} stopped after epoch "
+            members.cut(run, job.member, {"train.epochs": fit.epoch}, f"member {job.member} stopped after epoch "
                  f"{fit.epoch}: another would not fit its share of the budget", emit)
             break
         started = time.perf_counter()
@@ -358,11 +300,11 @@ def _fit_member(run: _Run, job: _Member, fit: Fit, runtime: Runtime, emit: Callb
         last = time.perf_counter() - started
         # The first epoch also warms up (allocations, compilation): plan from the second.
         if plan_members and run.budget.limited and fit.epoch == first + 2 and run.config.train.ensemble > 1:
-            _plan_members(run, last, left, emit)
+            members.plan_members(run, last, left, emit)
             deadline = started_member + max(left, 0.0) / run.planned
     run.held_out.append(fit.best_weights)
     if refit and time.perf_counter() + refit * last > deadline:
-        _cut(run, job.member, {"train.refit_epochs": 0}, f"member {job.member}: its refit epoch skipped, "
+        members.cut(run, job.member, {"train.refit_epochs": 0}, f"member {job.member}: its refit epoch skipped, "
              f"it would not fit its share of the budget", emit)
         run.refits[job.member - 1], refit = False, 0
         run.meta = dataclasses.replace(run.meta, seen={**run.meta.seen, "refit": list(run.refits)})
@@ -371,28 +313,7 @@ def _fit_member(run: _Run, job: _Member, fit: Fit, runtime: Runtime, emit: Callb
     run.done.append(copy.deepcopy(fit.model.state_dict()) if refit else fit.best_weights)
 
 
-def _plan(run: _Run, job: _Member, fit: Fit, deadline: float, last: float, emit: Callback) -> int:
-    """The linear schedule under a time budget, after the first epoch: the epochs that fit the
-    member's share (its refit included) become its train.epochs, and the decay spans them."""
-    tc = job.config.train
-    fits = fit.epoch + int(max(deadline - time.perf_counter(), 0.0) / max(last, 1e-9)) - tc.refit_epochs
-    epochs = max(min(tc.epochs, fits), fit.epoch)
-    if epochs < tc.epochs:
-        fit.scheduler.total = epochs * job.batches.steps
-        run.ran.setdefault(job.member, {})["train.epochs"] = epochs
-        emit(Note(f"time budget: member {job.member} plans {epochs} epochs of {last:.1f}s in its share; "
-                  f"its learning rate decays to 0 over them"))
-    return epochs
-
-
-def _cut(run: _Run, member: int, ran: dict, message: str, emit: Callback) -> None:
-    """The budget changed what member `member` runs: say so and record it for config.yaml."""
-    run.ran.setdefault(member, {}).update(ran)
-    run.budget.note(message)
-    emit(Note(f"time budget: {message}"))
-
-
-def _epoch(run: _Run, job: _Member, fit: Fit, runtime: Runtime, emit: Callback, listening: bool,
+def _epoch(run: RunState, job: _Member, fit: Fit, runtime: Runtime, emit: Callback, listening: bool,
            deadline: float = math.inf) -> None:
     """One epoch: train, validate, step the schedule, keep the best, save, report."""
     tc = job.config.train
@@ -432,7 +353,7 @@ def _step_reporter(emit: Callback, job: _Member, epoch: int) -> Callable[[int, i
     return on_step
 
 
-def _refit(run: _Run, job: _Member, fit: Fit, runtime: Runtime) -> None:
+def _refit(run: RunState, job: _Member, fit: Fit, runtime: Runtime) -> None:
     """The best weights with a fresh optimizer at the learning rate they were trained with: not the
     moments and reduced rate of the last, worse epochs. Every window trains, the early-stopping and
     calibration windows too (the corrections are computed before)."""
@@ -455,21 +376,21 @@ def _refit(run: _Run, job: _Member, fit: Fit, runtime: Runtime) -> None:
     run.save_best(fit.model.state_dict())
 
 
-def _finalize(run: _Run, fit: Fit, runtime: Runtime, emit: Callback) -> TrainResult:
+def _finalize(run: RunState, fit: Fit, runtime: Runtime, emit: Callback) -> TrainResult:
     """Which members forecast (the budget's cuts, train.select), then validation metrics (and
     conformal corrections) of the held-out weights; config.yaml, model.pt and metrics.json."""
     trained, select = list(range(len(run.done))), run.config.train.select
     if len(trained) < run.config.train.ensemble or run.ran:
-        _keep(run, trained)   # config.yaml records what was trained, to train it again
+        members.keep(run, trained)   # config.yaml records what was trained, to train it again
     selection = None
     if select and len(run.done) > 1:
-        selection = _select(run, runtime)
+        selection = members.select(run, runtime)
         if len(selection.keep) < len(run.done):
             kept = ", ".join(str(k + 1) for k in selection.keep)
             emit(Note(f"kept member{'s' if len(selection.keep) > 1 else ''} {kept} of the {len(run.done)} trained "
                       f"(validation MASE {selection.scores[selection.keep]:.4f}, all members "
                       f"{selection.scores[tuple(trained)]:.4f}; train.select)"))
-            _keep(run, list(selection.keep))
+            members.keep(run, list(selection.keep))
     config, parts = run.config, run.parts
     model = Ensemble.from_weights(config, run.held_out, dims=run.dims).to(runtime.device)
     metrics = validation_metrics(model, run.buffer, parts, run.series, run.scaler, runtime,
@@ -498,45 +419,3 @@ def _finalize(run: _Run, fit: Fit, runtime: Runtime, emit: Callback) -> TrainRes
     return TrainResult(run.work, fit.best_epoch, fit.best_val, fit.epoch, metrics["stopped_early"], metrics)
 
 
-def _select(run: _Run, runtime: Runtime) -> Selection:
-    """train.select: each member's forecasts on the early-stopping windows (held-out weights),
-    the subset whose median scores best (selection.choose_members)."""
-    ensemble = Ensemble.from_weights(run.config, run.held_out, dims=run.dims).to(runtime.device)
-    forecasts, actual, histories = [], None, None
-    for member in ensemble.members:
-        forecast, actual, histories = validation_forecasts(Ensemble([member]), run.buffer, run.parts,
-                                                           run.series, run.scaler, runtime)
-        forecasts.append(forecast if forecast.ndim == 2 else forecast[..., member.median_index])
-    scale = history_scale(histories, season_length(run.series.freq))
-    return choose_members(np.stack(forecasts), actual, scale)
-
-
-def _keep(run: _Run, keep: list[int]) -> None:
-    """From now on the run is members `keep` (0-based, of those trained): the config lists exactly
-    them, each with its seed and what the budget changed (so --config RUN/config.yaml trains them
-    again), with train.select off (already chosen); config.yaml and the checkpoints' config follow."""
-    config = run.config
-    entries = [{**config.member_keys(k + 1), "train.seed": config.member_seed(k + 1), **run.ran.get(k + 1, {})}
-               for k in keep]
-    run.config = load_config(None, {"train.members": entries, "train.ensemble": len(entries),
-                                    "train.ensemble_lookbacks": None, "train.select": False}, base=config)
-    run.done, run.held_out = [run.done[k] for k in keep], [run.held_out[k] for k in keep]
-    run.refits = [run.refits[k] for k in keep]
-    run.ran = {}
-    run.meta = dataclasses.replace(run.meta, config=run.config, seen={**run.meta.seen, "refit": list(run.refits)})
-    atomic_write_text(run.work / "config.yaml", _config_text(run.config, run.choices))
-
-
-def _config_text(config: Config, choices: list) -> str:
-    """config.yaml: every key, after the automatic recipe's reasons as comments."""
-    head = ["# Chosen by train.recipe auto from the data (every key below is now given, so",
-            "# `--config` this file trains the same recipe):"] if choices else []
-    head += [f"#   {choice.line()}" for choice in choices]
-    return "\n".join(head + [config.to_yaml()]) if head else config.to_yaml()
-
-
-def _write_history(path: Path, history: list[dict]) -> None:
-    lines = ["member,epoch,train_loss,val_loss,lr,seconds"]
-    lines += [f"{h['member']},{h['epoch']},{h['train_loss']:.8g},{h['val_loss']:.8g},{h['lr']:.6g},"
-              f"{h['seconds']}" for h in history]
-    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -19,6 +19,19 @@ TINY = ["--set", "model.hidden_size=8", "--set", "model.layers=1", "--set", "tra
 PREFIX = "lstmcast: error: "
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: a second thread only adds contention (the suite shares 2 cores) and changes the
+    reduction order. torch.set_num_threads is process-global, so it is restored. Used by a module
+    with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # The suite exercises every feature on the plain declared defaults (train.recipe none), chosen key
 # by key as each test says; the automatic recipe, the default for users, has its own tests
 # (test_auto.py, test_auto_cli.py), which say train.recipe themselves.

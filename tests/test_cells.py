@@ -30,13 +30,7 @@ F64 = torch.float64
 TOL = {"rtol": 0.0, "atol": 1e-10}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors here are tiny: a second thread only adds contention (the suite shares 2 cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def random_state(module, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,13 +24,7 @@ TINY_GRID = ["--set", "model.conv_channels=3", "--set", "model.layers=1", "--set
              "--set", "train.epochs=2", "--horizon", "3", "--lookback", "4"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: one thread is faster and the reduction order fixed (process-global, so restored)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # --- the cell, from its equations -------------------------------------------------------------

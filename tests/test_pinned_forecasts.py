@@ -18,7 +18,7 @@ intra-op threads (reduction order), and torch.set_num_threads is process-global.
 in a fresh interpreter with torch.set_num_threads(1) makes the bytes reproducible on a machine and
 leaves the test session's own thread setting alone (measured: with 2 threads two of the five
 forecast CSVs and some metrics differ in the last bits; with 1 thread repeated runs are identical).
-The digests are of one platform (PLATFORM: torch build, CPU kernel level, architecture). There
+The digests (pinned_forecasts.json) are of one platform (PLATFORM: torch build, CPU kernel level, architecture). There
 the bytes must match exactly. On another platform the same float operations may round differently,
 so the test compares every metrics.json number within a relative 1e-3 instead, which a changed
 recipe still fails (to pin bytes there, regenerate on the code before a change:
@@ -51,86 +51,11 @@ CASES = {
     "peephole": {"model.cell": "peephole", "train.loss": "mae", "model.window_norm": "standard"},
 }
 
-# Computed on commit b0d00fe (before the reshaping), one thread, on this platform.
-PLATFORM = {"torch": "2.13.0+cpu", "cpu_capability": "AVX512", "machine": "x86_64"}
-PINNED: dict[str, dict] = {
-    "plain": {
-        "forecast_sha256": "e690f4175765a24858168c68ab0ea185475be4424d3f8174f65d17a487cf0a01",
-        "metrics": {
-            "best_epoch": 2.0, "best_val_loss": 1.87586085, "epochs_run": 2.0, "horizon": 6.0, "members": 1.0,
-            "n_series": 12.0, "n_validated": 12.0, "refit_epochs": 0.0, "season_length": 12.0,
-            "validation.model.mae": 164.161693, "validation.model.mase": 3.30523592,
-            "validation.model.rmse": 277.467625, "validation.model.smape": 15.0914769,
-            "validation.naive.mae": 166.261111, "validation.naive.mase": 3.34667741,
-            "validation.naive.rmse": 279.82074, "validation.naive.smape": 15.3137032,
-            "validation.seasonal_naive.mae": 61.3263889, "validation.seasonal_naive.mase": 1.0611532,
-            "validation.seasonal_naive.rmse": 102.092898, "validation.seasonal_naive.smape": 5.03169517,
-            "validation_windows.n_series": 12.0,
-        },
-    },
-    "members": {
-        "forecast_sha256": "597d1b77061dc22f9eb398d22f512692b2b5f4bff73630988ca0a2ec60227b3e",
-        "metrics": {
-            "best_epoch": 2.0, "best_val_loss": 3.7519563, "epochs_run": 2.0, "horizon": 6.0, "members": 2.0,
-            "n_series": 12.0, "n_validated": 12.0, "refit_epochs": 0.0, "season_length": 12.0,
-            "validation.model.mae": 165.410592, "validation.model.mase": 3.32970706,
-            "validation.model.rmse": 278.826687, "validation.model.smape": 15.2231496,
-            "validation.naive.mae": 166.261111, "validation.naive.mase": 3.34667741,
-            "validation.naive.rmse": 279.82074, "validation.naive.smape": 15.3137032,
-            "validation.seasonal_naive.mae": 61.3263889, "validation.seasonal_naive.mase": 1.0611532,
-            "validation.seasonal_naive.rmse": 102.092898, "validation.seasonal_naive.smape": 5.03169517,
-            "validation_windows.n_series": 12.0,
-        },
-    },
-    "quantiles": {
-        "forecast_sha256": "8b8540efc2b442b55dee667c9fd42ce1eff1a437167e8fdd34d929aabd4c2d63",
-        "metrics": {
-            "best_epoch": 2.0, "best_val_loss": 1.98970493, "conformal.corrections.0.0": -0.566666722,
-            "conformal.corrections.0.1": -0.118490934, "conformal.corrections.0.2": 0.521093249,
-            "conformal.corrections.0.3": 0.610745728, "conformal.corrections.0.4": 0.836286187,
-            "conformal.corrections.0.5": 2.18156004, "conformal.n_calibration": 12.0,
-            "conformal.pairs.0.0": 0.1, "conformal.pairs.0.1": 0.9, "epochs_run": 2.0, "horizon": 6.0,
-            "intervals.0.1-0.9.coverage": 0.402777778, "intervals.0.1-0.9.nominal": 0.8,
-            "intervals.0.1-0.9.width": 366.027161, "members": 1.0, "n_series": 12.0, "n_validated": 12.0,
-            "quantile_loss.0.1": 74.9388097, "quantile_loss.0.5": 120.373229, "quantile_loss.0.9": 41.2236357,
-            "refit_epochs": 0.0, "season_length": 12.0, "validation.model.mae": 240.746458,
-            "validation.model.mase": 4.81452744, "validation.model.rmse": 346.105398,
-            "validation.model.smape": 20.4256339, "validation.naive.mae": 241.718056,
-            "validation.naive.mase": 4.83413285, "validation.naive.rmse": 347.387875,
-            "validation.naive.smape": 20.4972517, "validation.seasonal_naive.mae": 45.0819444,
-            "validation.seasonal_naive.mase": 0.885555918, "validation.seasonal_naive.rmse": 73.3377281,
-            "validation.seasonal_naive.smape": 4.37995454, "validation_windows.n_series": 12.0,
-        },
-    },
-    "refit": {
-        "forecast_sha256": "2125f225eac702e66de31f9ba7b546067a9f821e2b7a3266f9bac5835fc59e00",
-        "metrics": {
-            "best_epoch": 2.0, "best_val_loss": 0.701940616, "epochs_run": 2.0, "horizon": 6.0, "members": 1.0,
-            "n_series": 12.0, "n_validated": 12.0, "refit_epochs": 1.0, "season_length": 12.0,
-            "validation.model.mae": 164.160016, "validation.model.mase": 3.30525367,
-            "validation.model.rmse": 277.481212, "validation.model.smape": 15.0914939,
-            "validation.naive.mae": 166.261111, "validation.naive.mase": 3.34667741,
-            "validation.naive.rmse": 279.82074, "validation.naive.smape": 15.3137032,
-            "validation.seasonal_naive.mae": 61.3263889, "validation.seasonal_naive.mase": 1.0611532,
-            "validation.seasonal_naive.rmse": 102.092898, "validation.seasonal_naive.smape": 5.03169517,
-            "validation_windows.n_series": 12.0,
-        },
-    },
-    "peephole": {
-        "forecast_sha256": "52866cfa467f83c0da8c83c6f08d9bdd3406d33ff2b3ffffcaa06fadc7020c1e",
-        "metrics": {
-            "best_epoch": 2.0, "best_val_loss": 1.40432485, "epochs_run": 2.0, "horizon": 6.0, "members": 1.0,
-            "n_series": 12.0, "n_validated": 12.0, "refit_epochs": 0.0, "season_length": 12.0,
-            "validation.model.mae": 165.273057, "validation.model.mase": 3.32792157,
-            "validation.model.rmse": 278.51354, "validation.model.smape": 15.2134244,
-            "validation.naive.mae": 166.261111, "validation.naive.mase": 3.34667741,
-            "validation.naive.rmse": 279.82074, "validation.naive.smape": 15.3137032,
-            "validation.seasonal_naive.mae": 61.3263889, "validation.seasonal_naive.mase": 1.0611532,
-            "validation.seasonal_naive.rmse": 102.092898, "validation.seasonal_naive.smape": 5.03169517,
-            "validation_windows.n_series": 12.0,
-        },
-    },
-}
+# Computed on commit b0d00fe (before the reshaping), one thread, on the platform it names.
+PINNED_FILE = Path(__file__).with_name("pinned_forecasts.json")
+_PINNED = json.loads(PINNED_FILE.read_text())
+PLATFORM: dict[str, str] = _PINNED["platform"]
+PINNED: dict[str, dict] = _PINNED["cases"]
 
 
 def numbers(tree, prefix: str = "") -> dict[str, float]:

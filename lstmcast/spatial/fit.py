@@ -29,6 +29,7 @@ from ..device import describe, resolve_device, seed_everything
 from ..errors import LstmcastError
 from ..events import LOSS_EVERY, Callback, EpochEnd, Step, TrainResult, TrainStart
 from ..fitstate import Fit, make_optimizer
+from ..members import write_history
 from ..model import count_parameters
 from ..run import config_from_saved
 from ..windows import available_memory
@@ -278,7 +279,7 @@ def _train_in(work: Path, grid: GridSet, config: Config, device: torch.device, f
         seconds, lr = time.perf_counter() - started, optimizer.param_groups[0]["lr"]
         history.append({"member": 1, "epoch": fit.epoch, "train_loss": train_loss, "val_loss": val_loss,
                         "lr": lr, "seconds": round(seconds, 4)})
-        _write_history(work / "history.csv", history)
+        write_history(work / "history.csv", history)
         save_checkpoint({**meta, **fit.resumable(), "history": history}, work / LAST)
         emit(EpochEnd(1, 1, fit.epoch, tc.epochs, train_loss, val_loss, lr, seconds, improved))
     model.load_state_dict(fit.best_weights)
@@ -338,10 +339,3 @@ def error_metrics(actual: np.ndarray, forecast: np.ndarray) -> dict[str, float]:
     """MAE and RMSE over every frame, channel and cell."""
     error = forecast - actual
     return {"mae": float(np.mean(np.abs(error))), "rmse": float(np.sqrt(np.mean(error ** 2)))}
-
-
-def _write_history(path: Path, history: list[dict]) -> None:
-    lines = ["member,epoch,train_loss,val_loss,lr,seconds"]
-    lines += [f"{h['member']},{h['epoch']},{h['train_loss']:.8g},{h['val_loss']:.8g},{h['lr']:.6g},{h['seconds']}"
-              for h in history]
-    atomic_write_text(path, "\n".join(lines) + "\n")
