@@ -166,18 +166,21 @@ HOLDOUTS = ("test", "validation")
 
 
 def holdout_split(histories: list[np.ndarray], actual: np.ndarray, horizon: int,
-                  holdout: str) -> tuple[list[np.ndarray], np.ndarray]:
-    """Competitions: (histories, actual) of the scored part. test: as given (the competition's
-    held-out h points). validation: the test part never seen; each history loses its last h
-    points, which become the scored ones."""
+                  holdout: str) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Competitions: (histories, actual, kept) of the scored part. test: as given (the competition's
+    held-out h points), every series kept. validation: the test part never seen; each history loses
+    its last h points, which become the scored ones; a series that would keep fewer than h + 1
+    points (too short for lstmcast to train on) is left out of the validation part (`kept` says
+    which stay), for every method alike."""
     if holdout == "test":
-        return histories, actual
+        return histories, actual, np.ones(len(histories), dtype=bool)
     if holdout != "validation":
         raise ValueError(f"holdout {holdout!r}: one of {HOLDOUTS}")
-    short = [len(x) for x in histories if len(x) <= horizon]
-    if short:
-        raise ValueError(f"a history of {short[0]} points cannot lose {horizon} for validation")
-    return [x[:-horizon] for x in histories], np.stack([x[-horizon:] for x in histories])
+    kept = np.array([len(x) >= 2 * horizon + 1 for x in histories])
+    if not kept.any():
+        raise ValueError(f"no history is long enough to lose {horizon} points for validation")
+    histories = [x for x, k in zip(histories, kept) if k]
+    return [x[:-horizon] for x in histories], np.stack([x[-horizon:] for x in histories]), kept
 
 
 def drop_last_periods(frame: pd.DataFrame, periods: int, rule: str) -> pd.DataFrame:
@@ -317,8 +320,13 @@ def competition(name: str, spec: Competition, config: str | None, sets: list[str
                 run_model: bool = True, run_baselines: bool = True) -> Result:
     series, histories, actual = load_competition(spec, limit)
     horizon = series[0].h
-    histories, actual = holdout_split(histories, actual, horizon, holdout)
+    histories, actual, kept = holdout_split(histories, actual, horizon, holdout)
+    if not kept.all():
+        series = [s for s, k in zip(series, kept) if k]
     result = Result(len(series), horizon)
+    if not kept.all():
+        result.notes.append(f"validation: {int((~kept).sum())} series with fewer than {2 * horizon + 1} points "
+                            f"left out (after losing the test part they could not lose {horizon} more)")
     m = spec.season
     if run_model:
         frames = [pd.DataFrame({"unique_id": s.sn, "y": x,

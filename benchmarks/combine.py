@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(holdouts) > 1:
         sys.exit(f"the files forecast different parts ({', '.join(holdouts)}: accuracy.py --holdout); "
                  "combine files of one part")
-    histories, actual = holdout_split(histories, actual, series[0].h, holdouts[0])
+    histories, actual, _ = holdout_split(histories, actual, series[0].h, holdouts[0])
     stacked = np.concatenate([f for _, f, _ in parts])
     if stacked.shape[1:] != actual.shape:
         sys.exit(f"forecasts of shape {stacked.shape[1:]}, but {args.dataset} has {actual.shape}")

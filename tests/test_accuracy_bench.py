@@ -28,14 +28,18 @@ def test_validation_scores_the_points_before_the_test_part(bench):
     histories = [np.arange(10.0), np.arange(100.0, 107.0)]
     actual = np.array([[10.0, 11.0], [107.0, 108.0]])
     same = bench.holdout_split(histories, actual, 2, "test")
-    assert same[0] is histories and same[1] is actual
-    train, scored = bench.holdout_split(histories, actual, 2, "validation")
-    assert [len(x) for x in train] == [8, 5]
+    assert same[0] is histories and same[1] is actual and same[2].all()
+    train, scored, kept = bench.holdout_split(histories, actual, 2, "validation")
+    assert [len(x) for x in train] == [8, 5] and kept.tolist() == [True, True]
     np.testing.assert_array_equal(train[0], np.arange(8.0))
     np.testing.assert_array_equal(scored, [[8.0, 9.0], [105.0, 106.0]])   # never the test points
     assert not np.isin(actual, scored).any()
-    with pytest.raises(ValueError, match="cannot lose"):
-        bench.holdout_split([np.arange(2.0)], actual[:1], 2, "validation")
+    # A history too short to lose h and still train (h + 1 points) leaves the validation part.
+    train, scored, kept = bench.holdout_split([np.arange(4.0), *histories], actual[[0, 0, 1]], 2, "validation")
+    assert kept.tolist() == [False, True, True] and [len(x) for x in train] == [8, 5]
+    np.testing.assert_array_equal(scored[1], [105.0, 106.0])
+    with pytest.raises(ValueError, match="no history is long enough"):
+        bench.holdout_split([np.arange(4.0)], actual[:1], 2, "validation")
 
 
 def test_backtest_cut_is_by_timestamp_and_windows_shift_back(bench):

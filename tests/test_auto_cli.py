@@ -9,6 +9,8 @@ import torch
 import yaml
 from conftest import SALES, cli, error_line
 
+from lstmcast.auto import MEMBERS
+
 # Small members so that the test is quick; the recipe still chooses everything else.
 SMALL = ["--set", "model.hidden_size=8", "--set", "model.layers=1", "--set", "train.epochs=2",
          "--set", "train.recipe=auto"]
@@ -37,7 +39,7 @@ def test_the_recipe_is_printed_written_and_reproduced(tmp_path):
     assert metrics["horizon"] == 18 and metrics["recipe"] == [line.removeprefix("auto: ") for line in lines]
     assert metrics["time_budget"]["seconds"] == 600 and metrics["time_budget"]["cut"] == []
     kept = metrics["selection"]["kept"]
-    assert len(metrics["selection"]["member_mase"]) == 4 and 1 <= len(kept) <= 4
+    assert len(metrics["selection"]["member_mase"]) == MEMBERS and 1 <= len(kept) <= MEMBERS
     assert saved["train"]["ensemble"] == len(kept) == len(weights(run))
 
     # The saved config gives every key: nothing is chosen again, and the same model comes out.
@@ -84,7 +86,7 @@ def test_a_budget_that_cuts_keeps_what_was_trained_and_records_it(tmp_path):
     assert metrics["time_budget"]["seconds"] == 1 and metrics["time_budget"]["cut"]
     saved = yaml.safe_load((run / "config.yaml").read_text())
     members = saved["train"]["members"]
-    assert saved["train"]["ensemble"] == len(members) == len(weights(run)) < 4
+    assert saved["train"]["ensemble"] == len(members) == len(weights(run)) < MEMBERS
     assert saved["train"]["select"] is False
     assert all(member["train.epochs"] < 50 for member in members)    # the epochs each really ran
     assert [member["train.seed"] for member in members] == list(range(len(members)))
