@@ -321,8 +321,7 @@ def competition(name: str, spec: Competition, config: str | None, sets: list[str
     series, histories, actual = load_competition(spec, limit)
     horizon = series[0].h
     histories, actual, kept = holdout_split(histories, actual, horizon, holdout)
-    if not kept.all():
-        series = [s for s, k in zip(series, kept) if k]
+    series = [s for s, k in zip(series, kept) if k]
     result = Result(len(series), horizon)
     if not kept.all():
         result.notes.append(f"validation: {int((~kept).sum())} series with fewer than {2 * horizon + 1} points "

@@ -33,7 +33,7 @@ from .windows import SeriesBuffer
 
 @dataclass
 class RunState:
-    """What every member trains on, built once (_prepare), and what the run has done so far.
+    """What every member trains on, built once (train._prepare), and what the run has done so far.
 
     With refit, `done` holds the refitted weights that forecast and `held_out` the weights chosen on
     the validation part, which alone give honest validation metrics."""
