@@ -31,6 +31,9 @@ def on_cpu(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: on_cpu(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
+        # Per-series lists (ids, timestamps) hold no tensors: kept as they are, not rebuilt.
+        if not any(isinstance(item, (torch.Tensor, dict, list, tuple)) for item in value):
+            return value
         return type(value)(on_cpu(item) for item in value)
     return value
 

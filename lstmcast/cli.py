@@ -301,21 +301,26 @@ def predict(
     future: Path | None = typer.Option(None, "--future",
                                        help="CSV of future covariates: id, time, the columns, every forecast step."),
     device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|cuda:N|mps."),
+    shard: str | None = typer.Option(None, "--shard", help="i/N: only the series of shard i of N (0 <= i < N, "
+                                     "by a stable hash of the id); the N outputs together are the whole forecast."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
     """Forecast past the end of every series in DATA."""
     def body():
+        from .predict import parse_shard
         from .predict import predict as predict_run
 
-        frame = predict_run(data, model, out, horizon=horizon, device=device, future=future)
+        frame = predict_run(data, model, out, horizon=horizon, device=device, future=future,
+                            shard=parse_shard(shard))
         if not quiet and "grid" in frame.attrs:
             height, width = frame.attrs["grid"]["shape"]
             print(f"wrote {frame.attrs['grid']['frames']} frames of {height}x{width} grid cells ({len(frame)} rows) "
                   f"to {out}", file=sys.stderr)
         elif not quiet:
             n_series = frame.iloc[:, 0].nunique()
-            print(f"wrote {len(frame)} forecasts ({n_series} series x {len(frame) // n_series} "
-                  f"steps) to {out}", file=sys.stderr)
+            steps = f" x {len(frame) // n_series} steps" if n_series else ""
+            where = f" (shard {shard})" if shard else ""
+            print(f"wrote {len(frame)} forecasts ({n_series} series{steps}{where}) to {out}", file=sys.stderr)
 
     _guard(body)
 

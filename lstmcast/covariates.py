@@ -34,31 +34,35 @@ def calendar_names(freq: str, mode: str = "auto") -> tuple[str, ...]:
 
 def _position(times: pd.DatetimeIndex, name: str) -> np.ndarray:
     """x of a calendar feature, counted from 0: hour 0..23 (with minutes as a fraction), minute
-    0..59, day of week 0 (Monday)..6, day of year 0..365, ISO week 0..52, month 0..11, quarter 0..3."""
-    if name == "hour":
-        return times.hour.to_numpy() + times.minute.to_numpy() / 60.0
-    if name == "minute":
-        return times.minute.to_numpy().astype(float)
+    0..59, day of week 0 (Monday)..6, day of year 0..365, ISO week 0..52, month 0..11, quarter 0..3.
+    On the wall clock of the times' zone; numpy calendar arithmetic, not per-field accessors."""
+    wall = (times.tz_localize(None) if times.tz is not None else times).as_unit("ns").values
+    days = wall.astype("datetime64[D]")
+    if name in ("hour", "minute"):
+        minutes = (wall - days).astype("timedelta64[m]").astype(np.int64)
+        return minutes // 60 + (minutes % 60) / 60.0 if name == "hour" else (minutes % 60).astype(float)
     if name == "dayofweek":
-        return times.day_of_week.to_numpy().astype(float)
+        return ((days.astype(np.int64) + 3) % 7).astype(float)   # 1970-01-01 was a Thursday
     if name == "dayofyear":
-        return times.day_of_year.to_numpy() - 1.0
+        return (days - days.astype("datetime64[Y]").astype("datetime64[D]")).astype(np.int64).astype(float)
     if name == "week":
         return times.isocalendar().week.to_numpy().astype(float) - 1.0
-    if name == "month":
-        return times.month.to_numpy() - 1.0
-    return times.quarter.to_numpy() - 1.0
+    month = (wall.astype("datetime64[M]").astype(np.int64) % 12).astype(float)   # 0..11
+    return month if name == "month" else month // 3
 
 
 def calendar_features(times: pd.DatetimeIndex, freq: str, mode: str = "auto") -> np.ndarray:
     """(len(times), len(calendar_names(freq))) float64: sin and cos of 2 pi x / period per feature."""
-    if mode == "none":
+    if mode == "none" or not calendar_parts(freq):
         return np.zeros((len(times), 0))
+    times = pd.DatetimeIndex(times)
+    # Once per distinct time (files repeat a few thousand timestamps over millions of rows).
+    codes, unique = pd.factorize(times)
     columns = []
     for name, period in calendar_parts(freq):
-        angle = 2 * np.pi * _position(pd.DatetimeIndex(times), name) / period
+        angle = 2 * np.pi * _position(pd.DatetimeIndex(unique), name) / period
         columns += [np.sin(angle), np.cos(angle)]
-    return np.stack(columns, axis=1) if columns else np.zeros((len(times), 0))
+    return np.stack(columns, axis=1)[codes]
 
 
 @dataclass
@@ -153,13 +157,13 @@ class FeatureSpec:
         timestamps. None when nothing is known in advance."""
         if self.n_known == 0:
             return None
-        out, calendar = [], self._calendar(series, horizon)
-        for i in range(len(series)):
-            rows = np.zeros((horizon, self.n_extra))
-            if self.future:
-                k = len(self.past)
-                steps = future.shape[1]
-                rows[:steps, k: k + len(self.future)] = (future[i] - self.mean[k:]) / self.std[k:]
-            rows[:, len(self.past) + len(self.future):] = calendar[i][-horizon:]
-            out.append(rows)
-        return out
+        rows = np.zeros((len(series), horizon, self.n_extra))
+        if self.future:
+            k = len(self.past)
+            steps = future.shape[1]
+            rows[:, :steps, k: k + len(self.future)] = (future - self.mean[k:]) / self.std[k:]
+        if self.calendar_names:
+            times = series.all_future_times(horizon)  # in the zone forecasts are written with
+            rows[:, :, len(self.past) + len(self.future):] = calendar_features(
+                times, self.freq, self.calendar).reshape(len(series), horizon, -1)
+        return list(rows)

@@ -94,6 +94,20 @@ class SeriesSet:
                          [v[: len(v) - drop_last] for v in self.values], covariates, self.covariate_names,
                          self.zone, self.dayfirst)
 
+    def last_points(self, keep: int) -> SeriesSet:
+        """The same series, each cut to its last `keep` points (shorter ones whole): what a
+        forecast from the end reads, without the rest of the history."""
+        lengths = self.lengths()
+        drop = np.maximum(lengths - keep, 0)
+        if not drop.any():
+            return self
+        starts = list(timegrid.shift(self.grid, pd.DatetimeIndex(self.starts), drop))
+        covariates = (None if self.covariates is None else
+                      [c[d:] for c, d in zip(self.covariates, drop)])
+        return SeriesSet(self.columns, self.freq, list(self.ids), starts,
+                         [v[d:] for v, d in zip(self.values, drop)], covariates, self.covariate_names,
+                         self.zone, self.dayfirst)
+
     def subset(self, index: list[int]) -> SeriesSet:
         """Series `index` only, in that order."""
         covariates = None if self.covariates is None else [self.covariates[i] for i in index]
@@ -127,15 +141,7 @@ def _long_table(path: Path, table: Table, columns: Columns, covariates: tuple[st
         parts.append(pd.DataFrame({"id": ids, "time": times, "value": values[target],
                                    "line": frame.index.to_numpy() + 2,
                                    **{f"cov:{k}": v for k, v in shared.items()}}))
-    long = pd.concat(parts, ignore_index=True)
-    dup = long.duplicated(["id", "time"], keep=False)
-    if dup.any():
-        rows = long[dup].sort_values(["id", "time", "line"])
-        first, second = rows.iloc[0], rows.iloc[1]
-        raise LstmcastError(f"{path} line {second['line']}: duplicate row for series "
-                            f"'{second['id']}' at {second['time']} (first at line {first['line']}); "
-                            f"keep one row per series and timestamp")
-    return long, zone, dayfirst
+    return pd.concat(parts, ignore_index=True), zone, dayfirst
 
 
 def _show(time: pd.Timestamp) -> str:
@@ -147,11 +153,27 @@ def same_frequency(a: str, b: str) -> bool:
     return timegrid.parse_freq(a) == timegrid.parse_freq(b)
 
 
-def _sorted(table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
-    """(rows sorted by series then time, series code per row, ids in file order)."""
+def _sorted(path: Path, table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """(rows sorted by series then time, series code per row, ids in file order); two rows of a
+    series with one timestamp are an error (sorted, they are neighbours)."""
     codes, ids = pd.factorize(table["id"], sort=False)
-    order = np.lexsort((table["time"].to_numpy(), codes))
-    return table.iloc[order].reset_index(drop=True), codes[order].astype(np.int64), [str(i) for i in ids]
+    codes, times = codes.astype(np.int64), table["time"].to_numpy()
+    step = np.diff(codes)
+    # Files usually come sorted: a check in one pass instead of a sort and a copy of every column.
+    in_order = bool(((step > 0) | ((step == 0) & (times[1:] >= times[:-1]))).all()) if len(codes) else True
+    order = np.arange(len(codes)) if in_order else np.lexsort((times, codes))  # stable: equal rows keep file order
+    codes, times = codes[order], times[order]
+    dup = (codes[1:] == codes[:-1]) & (times[1:] == times[:-1])
+    if dup.any():
+        pairs = pd.DataFrame({"id": [str(ids[c]) for c in codes[1:][dup]], "time": times[1:][dup],
+                              "first": table["line"].to_numpy()[order][:-1][dup],
+                              "line": table["line"].to_numpy()[order][1:][dup]})
+        worst = pairs.sort_values(["id", "time", "first"]).iloc[0]
+        raise LstmcastError(f"{path} line {worst['line']}: duplicate row for series "
+                            f"'{worst['id']}' at {pd.Timestamp(worst['time'])} (first at line {worst['first']}); "
+                            f"keep one row per series and timestamp")
+    table = table if in_order else table.iloc[order].reset_index(drop=True)
+    return table, codes, [str(i) for i in ids]
 
 
 def _regular_steps(times: pd.DatetimeIndex, codes: np.ndarray, ids: list[str]) -> None:
@@ -307,7 +329,7 @@ def read_series(path: str | Path, *, id_col: str | None = None, time_col: str | 
                               trained=trained, covariates=names)
     check_covariates(path, frame, columns, names, trained)
     long, zone, dayfirst = _long_table(path, table, columns, names, dayfirst)
-    long, codes, ids = _sorted(long)
+    long, codes, ids = _sorted(path, long)
     grid = resolve_frequency(path, pd.DatetimeIndex(long["time"]), codes, ids, freq, expected_freq)
     starts, values, extra = _regularise(path, long, codes, ids, grid, fill, names)
     return SeriesSet(columns, grid.name, ids, starts, values, extra if names else None, names, zone,

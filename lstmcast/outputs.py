@@ -14,6 +14,8 @@ import stat
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from .errors import LstmcastError
 
 # OS errors that are the user's environment, not a bug: what went wrong, what to do.
@@ -88,3 +90,21 @@ def _replace(target: Path, data: bytes, mode: int) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def csv_text(frame) -> str:
+    """frame.to_csv(index=False), byte for byte, with each timestamp column formatted once per
+    distinct time (forecasts repeat a few future times over every series): pandas formats the
+    distinct times exactly as it would the whole column, since its format (date only, or date and
+    time, with the zone) follows the set of values, which is the same."""
+    import pandas as pd
+    out = {}
+    for name in frame.columns:
+        column = frame[name]
+        if isinstance(column.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(column.dtype):
+            codes, unique = pd.factorize(column)
+            if len(unique) and len(unique) < len(column) // 4 and (codes >= 0).all():
+                text = pd.DataFrame({name: unique}).to_csv(index=False, header=False, lineterminator="\n")
+                column = pd.Series(np.asarray(text.split("\n")[:-1], dtype=object)[codes], index=frame.index)
+        out[name] = column
+    return pd.DataFrame(out).to_csv(index=False)

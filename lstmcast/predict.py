@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from .data import Columns, SeriesSet, read_future, read_series
 from .device import resolve_device
 from .errors import LstmcastError
 from .model import Ensemble, forecast_windows
+from .outputs import csv_text
 from .precision import fp32_math
 from .run import RunMeta, config_from_saved, upgrade_payload
 from .rundir import check_output
@@ -151,7 +153,8 @@ def forecast(run: Run, series: SeriesSet, horizon: int | None = None,
     `future`: the CSV of future covariate values, for runs trained with data.future_covariates."""
     horizon = check_horizon(run, horizon)
     values = future_values(run, series, future, horizon)
-    loc, scale = run.scaler.for_series(series.ids, series.values)
+    loc, scale = run.scaler.for_series(series.ids, series.values)  # (unseen series: their whole history)
+    series = series.last_points(run.config.input_length)          # all a forecast from the end reads
     tail = run.features.tail(series, values, run.horizon) if run.features is not None else None
     return forecast_at(run, series, loc, scale, series.lengths(), tail=tail)[:, :horizon]
 
@@ -198,12 +201,38 @@ def forecast_frame(run: Run, series: SeriesSet, values: np.ndarray) -> pd.DataFr
     return pd.DataFrame(columns)
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'i/N' (0 <= i < N) -> (i, N); None -> None. LstmcastError when malformed."""
+    if text is None:
+        return None
+    parts = str(text).split("/")
+    try:
+        index, count = (int(p) for p in parts)
+    except ValueError:
+        index, count = -1, 0
+    if len(parts) != 2 or count < 1 or not 0 <= index < count:
+        raise LstmcastError(f"--shard {text}: write it as i/N with 0 <= i < N, e.g. --shard 0/4 ... --shard 3/4 "
+                            f"(Kubernetes' JOB_COMPLETION_INDEX and 0-based Slurm array ids fit i)")
+    return index, count
+
+
+def shard_of(ids: list[str], count: int) -> np.ndarray:
+    """(n,) each series' shard: CRC-32 of its id (UTF-8) modulo `count`, the same on every
+    machine, Python and library version, so that any scheduler can fan the series out."""
+    return np.array([zlib.crc32(str(i).encode("utf-8")) % count for i in ids], dtype=np.int64)
+
+
 def predict(data_path: str | Path, run_dir: str | Path, out_path: str | Path | None = None, *,
-            horizon: int | None = None, device: str = "cpu", future: str | Path | None = None) -> pd.DataFrame:
+            horizon: int | None = None, device: str = "cpu", future: str | Path | None = None,
+            shard: tuple[int, int] | None = None) -> pd.DataFrame:
     """Forecast past the end of every series in `data_path`; write CSV to `out_path` if given.
-    `future`: CSV of the future covariates (runs trained with data.future_covariates)."""
+    `future`: CSV of the future covariates (runs trained with data.future_covariates).
+    `shard` (i, N): only the series whose shard_of is i; the N shards' outputs together are
+    the unsharded output, row for row."""
     from .spatial import is_grid_run
     if is_grid_run(run_dir):  # a gridded (ConvLSTM) run: the next frames, spatial/forecast.py
+        if shard is not None:
+            raise LstmcastError("--shard: a gridded run forecasts whole frames; it has no series to shard")
         from .spatial.forecast import predict_grid
         return predict_grid(data_path, run_dir, out_path, horizon=horizon, device=device, future=future)
     if out_path is not None:  # before any work: a bad --out is found at once
@@ -211,7 +240,14 @@ def predict(data_path: str | Path, run_dir: str | Path, out_path: str | Path | N
     run = load_run(run_dir, device)
     check_horizon(run, horizon)
     series = read_for_run(run, data_path)
-    frame = forecast_frame(run, series, forecast(run, series, horizon, future))
+    if shard is not None:
+        series = series.subset(list(np.flatnonzero(shard_of(series.ids, shard[1]) == shard[0])))
+    steps = check_horizon(run, horizon)
+    if len(series) == 0:  # an empty shard: the header alone
+        values = np.zeros((0, steps) + ((len(run.levels),) if run.levels else ()))
+        frame = forecast_frame(run, series, values)
+    else:
+        frame = forecast_frame(run, series, forecast(run, series, horizon, future))
     if out_path is not None:
-        atomic_write_text(out_path, frame.to_csv(index=False))
+        atomic_write_text(out_path, csv_text(frame))
     return frame

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from .errors import LstmcastError
 from .keys import SCALINGS as METHODS  # noqa: F401  (data.scaling's values, declared with the key)
@@ -49,6 +50,35 @@ def _fit_one(method: str, values: np.ndarray) -> tuple[float, float]:
     return loc, scale
 
 
+def _fit_rows(method: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """_fit_one for every row of a (n, length) array at once: the same numpy reductions along
+    the last axis, so the same bits as one series at a time."""
+    if method == "standard":
+        loc, scale = np.mean(rows, axis=1), np.std(rows, axis=1)
+    elif method == "robust":
+        q25, q50, q75 = np.percentile(rows, [25, 50, 75], axis=1)
+        loc, scale = q50, q75 - q25
+    elif method == "minmax":
+        loc, scale = np.min(rows, axis=1), np.max(rows, axis=1) - np.min(rows, axis=1)
+    else:
+        loc, scale = np.zeros(len(rows)), np.ones(len(rows))
+    flat = ~np.isfinite(scale) | (scale <= 1e-12 * np.maximum(1.0, np.abs(loc)))
+    return loc.astype(np.float64), np.where(flat, 1.0, scale).astype(np.float64)
+
+
+def fit_many(method: str, parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(loc, scale) of every series, series of one length fitted together (no loop over series)."""
+    loc, scale = np.zeros(len(parts)), np.ones(len(parts))
+    lengths = np.array([len(p) for p in parts], dtype=np.int64)
+    for length in np.unique(lengths):
+        index = np.flatnonzero(lengths == length)
+        if length == 0:
+            continue  # nothing to fit: left as (0, 1)
+        rows = np.stack([parts[i] for i in index]) if len(index) > 1 else parts[index[0]][None, :]
+        loc[index], scale[index] = _fit_rows(method, np.asarray(rows, dtype=np.float64))
+    return loc, scale
+
+
 @dataclass
 class Scaler:
     method: str
@@ -58,18 +88,16 @@ class Scaler:
 
     @classmethod
     def fit(cls, method: str, ids: list[str], parts: list[np.ndarray]) -> Scaler:
-        pairs = np.array([_fit_one(method, p) for p in parts], dtype=np.float64).reshape(-1, 2)
-        return cls(method, list(ids), pairs[:, 0].copy(), pairs[:, 1].copy())
+        loc, scale = fit_many(method, parts)
+        return cls(method, list(ids), loc, scale)
 
     def for_series(self, ids: list[str], histories: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(loc, scale) for each id; a series not seen in training is fitted on its own history."""
-        index = {sid: i for i, sid in enumerate(self.ids)}
-        loc, scale = np.empty(len(ids)), np.empty(len(ids))
-        for k, (sid, history) in enumerate(zip(ids, histories)):
-            if sid in index:
-                loc[k], scale[k] = self.loc[index[sid]], self.scale[index[sid]]
-            else:
-                loc[k], scale[k] = _fit_one(self.method, history)
+        where = pd.Index(self.ids).get_indexer(list(ids))
+        loc, scale = self.loc[where].copy(), self.scale[where].copy()
+        unseen = np.flatnonzero(where < 0)
+        if len(unseen):
+            loc[unseen], scale[unseen] = fit_many(self.method, [histories[k] for k in unseen])
         return loc, scale
 
     def to_dict(self) -> dict:

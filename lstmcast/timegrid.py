@@ -139,8 +139,42 @@ def _wall(times) -> pd.DatetimeIndex:
     return times.as_unit("ns")
 
 
+def _per_unique(field):
+    """A calendar field computed once per distinct time and spread back: files repeat a few
+    thousand timestamps over millions of rows, and numpy's calendar casts are slow per row."""
+    def wrapped(wall: pd.DatetimeIndex) -> np.ndarray:
+        if len(wall) < 65_536:
+            return field(wall)
+        codes, unique = pd.factorize(wall.asi8)
+        if len(unique) > len(wall) // 4:
+            return field(wall)
+        return field(pd.DatetimeIndex(unique.view("datetime64[ns]")))[codes]
+    wrapped.__doc__ = field.__doc__
+    return wrapped
+
+
+@_per_unique
 def _month_index(wall: pd.DatetimeIndex) -> np.ndarray:
-    return wall.year.to_numpy(np.int64) * 12 + wall.month.to_numpy(np.int64) - 1
+    """year * 12 + month - 1 of each time (numpy's calendar arithmetic: no per-field accessors)."""
+    return wall.values.astype("datetime64[M]").astype(np.int64) + 1970 * 12
+
+
+@_per_unique
+def _day_of_month(wall: pd.DatetimeIndex) -> np.ndarray:
+    days = wall.values.astype("datetime64[D]")
+    return (days - days.astype("datetime64[M]").astype("datetime64[D]")).astype(np.int64) + 1
+
+
+@_per_unique
+def _day_of_week(wall: pd.DatetimeIndex) -> np.ndarray:
+    """0 (Monday) .. 6; 1970-01-01 was a Thursday."""
+    return (wall.values.astype("datetime64[D]").astype(np.int64) + 3) % 7
+
+
+@_per_unique
+def _is_month_end(wall: pd.DatetimeIndex) -> np.ndarray:
+    days = wall.values.astype("datetime64[D]")
+    return (days + np.timedelta64(1, "D")).astype("datetime64[M]") != days.astype("datetime64[M]")
 
 
 def _time_of_day(wall: pd.DatetimeIndex) -> np.ndarray:
@@ -157,10 +191,10 @@ def positions(freq: Freq, times, starts) -> np.ndarray:
         delta = t - s
         on = delta % step == 0
         if freq.kind == "week":
-            on &= wall.day_of_week.to_numpy() == freq.anchor
+            on &= _day_of_week(wall) == freq.anchor
         pos = delta // step
     elif freq.kind == "bday":
-        on = (wall.day_of_week.to_numpy() < 5) & (_time_of_day(wall) == _time_of_day(first))
+        on = (_day_of_week(wall) < 5) & (_time_of_day(wall) == _time_of_day(first))
         days_t = (t // DAY_NS).astype("datetime64[D]")
         days_s = (s // DAY_NS).astype("datetime64[D]")
         pos = np.busday_count(days_s, days_t) if on.all() else np.where(
@@ -171,7 +205,7 @@ def positions(freq: Freq, times, starts) -> np.ndarray:
         on = (delta % freq.step == 0) & (_time_of_day(wall) == _time_of_day(first))
         if freq.anchor is not None:
             on &= months % freq.step == freq.anchor
-        on &= (np.asarray(wall.is_month_end) if freq.day == END else wall.day.to_numpy() == freq.day)
+        on &= (_is_month_end(wall) if freq.day == END else _day_of_month(wall) == freq.day)
         pos = delta // freq.step
     return np.where(on, pos, -1).astype(np.int64)
 
@@ -258,7 +292,7 @@ def candidates(times, codes: np.ndarray) -> list[Freq]:
     if not day_level:
         return [fixed_freq(s) for s in dict.fromkeys((_mode(diffs), _gcd(diffs)))]
     days = diffs // DAY_NS
-    weekday = wall.day_of_week.to_numpy()
+    weekday = _day_of_week(wall)
     for n in dict.fromkeys((_mode(days), _gcd(days))):
         if n % 7 == 0 and len(np.unique(weekday)) == 1:
             out.append(week_freq(n // 7, int(weekday[0])))
@@ -271,8 +305,8 @@ def candidates(times, codes: np.ndarray) -> list[Freq]:
         mdiff = (months[1:] - months[:-1])[same]
         mdiff = mdiff[mdiff > 0]
         if len(mdiff):
-            dom = wall.day.to_numpy()
-            if np.asarray(wall.is_month_end).all():
+            dom = _day_of_month(wall)
+            if _is_month_end(wall).all():
                 day = END
             elif len(np.unique(dom)) == 1 and dom[0] <= 28:
                 day = int(dom[0])

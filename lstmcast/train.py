@@ -250,7 +250,7 @@ def _prepare(work: Path, series: SeriesSet, config: Config, fingerprint: str, ru
                                 n_known=features.n_known, horizon=horizon, codes=codes)
     refits = [config.member(m).train.refit_epochs > 0 for m in range(1, n_members + 1)]
     meta = RunMeta(config, scaler, series.columns, series.freq, list(series.ids),
-                   [series.last_time(i).isoformat() for i in range(len(series))],
+                   [t.isoformat() for t in series.last_times()],
                    {"lstmcast": __version__, "torch": str(torch.__version__)}, fingerprint, features,
                    seen_by_run(series, parts, refits))
     if state is None or not (work / "config.yaml").exists():

@@ -88,12 +88,14 @@ class SeriesBuffer:
         width = N_FEATURES + (extra[0].shape[1] if extra else 0)
         offsets = np.cumsum(lengths + tails + lookback) - lengths - tails
         features = np.zeros((int((lengths + tails + lookback).sum()), width), dtype=np.float32)
-        for i, (offset, series) in enumerate(zip(offsets, scaled)):
-            features[offset: offset + len(series), :N_FEATURES] = np.stack([series, np.ones(len(series))], axis=1)
+        rows = _ranges(offsets, lengths)                  # every real point's row, series after series
+        if len(rows):
+            features[rows, 0] = np.concatenate(scaled)
+            features[rows, 1] = 1.0
             if extra:
-                features[offset: offset + len(series), N_FEATURES:] = extra[i]
-            if tail is not None:
-                features[offset + len(series): offset + len(series) + tails[i], N_FEATURES:] = tail[i]
+                features[rows, N_FEATURES:] = np.concatenate(extra)
+        if tail is not None and tails.sum():
+            features[_ranges(offsets + lengths, tails), N_FEATURES:] = np.concatenate(tail)
         series_of = None
         if codes is not None:
             series_of = torch.from_numpy(np.repeat(np.asarray(codes, dtype=np.int64), lengths + tails + lookback))

@@ -1,0 +1,128 @@
+"""Scale: lstmcast predict and train set-up on N series x 120 monthly points, against pandas
+reading the same file (its dates parsed): the floor any CSV tool pays, measured in the same run.
+
+    python benchmarks/scale.py --series 1000 10000 100000
+    python benchmarks/scale.py --series 100000 --no-train --workdir /tmp/scale   # keep the files
+
+A small model is trained once on a 200-series file; predict then runs on each generated file in
+its own process (wall time and peak resident memory of that process). Train set-up is the time
+`lstmcast train` spends outside its epochs (history.csv has their seconds) on the same file, one
+epoch of 256 sampled windows: everything before the first epoch and the wrap-up after it.
+The last line printed is a JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+POINTS = 120
+
+
+def make_file(path: Path, n: int, seed: int = 0) -> None:
+    """N series x POINTS monthly points, long format (unique_id, ds, y), written in chunks."""
+    rng = np.random.default_rng(seed)
+    dates = pd.date_range("2010-01-01", periods=POINTS, freq="MS").strftime("%Y-%m-%d").to_numpy()
+    t = np.arange(POINTS)
+    chunk = 20_000
+    first = True
+    for lo in range(0, n, chunk):
+        k = min(chunk, n - lo)
+        level = rng.uniform(50, 500, (k, 1))
+        season = 1 + 0.2 * np.sin(2 * np.pi * (t[None, :] + rng.integers(0, 12, (k, 1))) / 12)
+        y = level * season * (1 + 0.002 * t[None, :]) + rng.normal(0, 5, (k, POINTS))
+        ids = np.char.add("s", np.char.zfill(np.arange(lo, lo + k).astype(str), 7))
+        frame = pd.DataFrame({"unique_id": np.repeat(ids, POINTS), "ds": np.tile(dates, k),
+                              "y": np.round(y.ravel(), 2)})
+        frame.to_csv(path, index=False, mode="w" if first else "a", header=first)
+        first = False
+
+
+def measured(command: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of a child process (GNU time when there is one)."""
+    began = time.perf_counter()
+    if Path("/usr/bin/time").exists():
+        done = subprocess.run(["/usr/bin/time", "-f", "%M", *command], capture_output=True, text=True)
+        seconds = time.perf_counter() - began
+        if done.returncode != 0:
+            sys.exit(f"failed ({done.returncode}): {' '.join(command)}\n{done.stderr[-2000:]}")
+        return seconds, int(done.stderr.strip().splitlines()[-1]) / 1024
+    code = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(r.returncode)")
+    done = subprocess.run([sys.executable, "-c", code, *command], capture_output=True, text=True)
+    seconds = time.perf_counter() - began
+    if done.returncode != 0:
+        sys.exit(f"failed ({done.returncode}): {' '.join(command)}\n{done.stderr[-2000:]}")
+    return seconds, int(done.stderr.strip().splitlines()[-1]) / 1024
+
+
+def pandas_read(path: Path) -> list[str]:
+    return [sys.executable, "-c", f"import pandas as pd; pd.read_csv({str(path)!r}, parse_dates=['ds'])"]
+
+
+def lstmcast(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lstmcast", *args]
+
+
+def outside_epochs(run_dir: Path, wall: float) -> float:
+    """Train wall time less the epochs' own seconds (history.csv): the set-up before the first
+    epoch plus the wrap-up after the last (validation metrics, checkpoint), an upper bound on set-up."""
+    history = pd.read_csv(run_dir / "history.csv")
+    return wall - float(history["seconds"].sum())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--series", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--no-train", action="store_true", help="predict only (no train set-up figure)")
+    parser.add_argument("--workdir", default=None, help="keep the generated files here")
+    args = parser.parse_args(argv)
+    env_note = f"{os.cpu_count()} CPUs"
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.workdir or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        small = work / "small.csv"
+        make_file(small, 200, seed=1)
+        model = work / "model"
+        subprocess.run(lstmcast("train", str(small), "--out", str(model), "--overwrite", "--quiet",
+                                "--set", "train.recipe=none", "--set", "model.hidden_size=16",
+                                "--set", "model.layers=1", "--set", "train.epochs=1", "--horizon", "18",
+                                "--set", "data.lookback=36"), check=True)
+        for n in args.series:
+            data = work / f"data_{n}.csv"
+            if not data.exists():
+                make_file(data, n)
+            read_s, read_mb = measured(pandas_read(data))
+            out = work / f"forecast_{n}.csv"
+            predict_s, predict_mb = measured(lstmcast("predict", str(data), "--model", str(model),
+                                                      "--out", str(out)))
+            row = {"series": n, "rows": n * POINTS, "read_s": round(read_s, 2), "read_mb": round(read_mb),
+                   "predict_s": round(predict_s, 2), "predict_mb": round(predict_mb),
+                   "predict_ratio": round(predict_s / read_s, 2), "memory_ratio": round(predict_mb / read_mb, 2)}
+            if not args.no_train:
+                run = work / f"train_{n}"
+                train_s, train_mb = measured(lstmcast(
+                    "train", str(data), "--out", str(run), "--overwrite", "--quiet", "--horizon", "18",
+                    "--set", "train.recipe=none", "--set", "model.hidden_size=16", "--set", "model.layers=1",
+                    "--set", "train.epochs=1", "--set", "train.windows_per_epoch=256",
+                    "--set", "data.lookback=36"))
+                setup = outside_epochs(run, train_s)
+                row.update(train_s=round(train_s, 2), train_mb=round(train_mb), setup_s=round(setup, 2),
+                           setup_ratio=round(setup / read_s, 2))
+            rows.append(row)
+            print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    print(json.dumps({"points": POINTS, "machine": env_note, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

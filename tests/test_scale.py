@@ -1,0 +1,120 @@
+"""The vectorised data path (issue 13): the same bits as the series-by-series code it replaced,
+sharded prediction, sorted and unsorted files read alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SALES, error_line, run_cli
+
+from lstmcast import timegrid
+from lstmcast.covariates import _position
+from lstmcast.data import read_series
+from lstmcast.outputs import csv_text
+from lstmcast.predict import parse_shard, shard_of
+from lstmcast.scaling import _fit_one, fit_many
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("method", ["standard", "robust", "minmax", "none"])
+def test_fit_many_is_fit_one_bit_for_bit(method):
+    rng = np.random.default_rng(0)
+    parts = [rng.normal(5, 3, int(n)) for n in rng.integers(1, 60, 400)] + [np.full(9, 2.5), np.zeros(0)]
+    loc, scale = fit_many(method, parts)
+    for k, part in enumerate(parts[:-1]):
+        assert (loc[k], scale[k]) == _fit_one(method, part)
+    assert (loc[-1], scale[-1]) == (0.0, 1.0)       # an empty history: nothing to fit
+    assert scale[-2] == 1.0                          # a flat series keeps scale 1
+
+
+def test_calendar_fields_per_unique_equal_pandas():
+    # Over 65,536 rows with few distinct times: the per-unique path.
+    times = pd.DatetimeIndex(np.repeat(pd.date_range("1899-12-25", periods=3000, freq="37h").values, 30))
+    assert (timegrid._month_index(times) == times.year.to_numpy() * 12 + times.month.to_numpy() - 1).all()
+    assert (timegrid._day_of_month(times) == times.day.to_numpy()).all()
+    assert (timegrid._day_of_week(times) == times.day_of_week.to_numpy()).all()
+    assert (timegrid._is_month_end(times) == np.asarray(times.is_month_end)).all()
+    zoned = pd.date_range("2019-03-01", periods=2000, freq="97min", tz="Europe/Paris")
+    assert (_position(zoned, "hour") == zoned.hour.to_numpy() + zoned.minute.to_numpy() / 60.0).all()
+    assert (_position(zoned, "dayofyear") == zoned.day_of_year.to_numpy() - 1.0).all()
+    assert (_position(zoned, "quarter") == zoned.quarter.to_numpy() - 1.0).all()
+
+
+@pytest.mark.parametrize("freq,tz", [("MS", None), ("h", None), ("h", "Europe/Paris"), ("15min", "UTC")])
+def test_csv_text_is_to_csv_byte_for_byte(freq, tz):
+    times = pd.date_range("2020-01-01", periods=6, freq=freq, tz=tz)
+    frame = pd.DataFrame({"id": np.repeat(["a", "b,c"], 30), "ds": np.tile(times, 10),
+                          "forecast": np.random.default_rng(1).random(60) * 1e6})
+    assert csv_text(frame) == frame.to_csv(index=False)
+
+
+def test_unsorted_file_reads_like_sorted(tmp_path):
+    frame = pd.read_csv(SALES)
+    shuffled = tmp_path / "shuffled.csv"
+    frame.sample(frac=1.0, random_state=0).to_csv(shuffled, index=False)
+    a, b = read_series(SALES), read_series(shuffled)
+    assert a.ids == b.ids or sorted(a.ids) == sorted(b.ids)
+    order = {sid: k for k, sid in enumerate(b.ids)}
+    for sid, start, values in zip(a.ids, a.starts, a.values):
+        assert b.starts[order[sid]] == start
+        np.testing.assert_array_equal(b.values[order[sid]], values)
+
+
+def test_duplicate_in_unsorted_file_names_both_lines(tmp_path):
+    data = tmp_path / "dup.csv"
+    data.write_text("unique_id,ds,y\nb,2020-01-01,1\na,2020-01-02,2\na,2020-01-01,3\nb,2020-01-02,4\n"
+                    "a,2020-01-02,5\na,2020-01-03,6\n")
+    result = run_cli("train", data, "--out", tmp_path / "run")
+    error_line(result, str(data), "line 6", "first at line 3", "series 'a'", "2020-01-02")
+
+
+def test_parse_shard():
+    assert parse_shard(None) is None
+    assert parse_shard("2/5") == (2, 5)
+    for bad in ["5/5", "-1/3", "1", "a/b", "1/0", "1/2/3"]:
+        with pytest.raises(Exception, match="i/N"):
+            parse_shard(bad)
+
+
+def test_shard_of_is_crc32():
+    # The assignment is part of the contract (schedulers on other hosts must agree): pinned values.
+    assert list(shard_of(["store_01", "store_02", "a", "é"], 7)) == [
+        int(__import__("zlib").crc32(s.encode()) % 7) for s in ["store_01", "store_02", "a", "é"]]
+    assert shard_of(["x"], 1)[0] == 0
+
+
+def test_shards_together_are_the_whole_forecast(sales_run, tmp_path):
+    whole = tmp_path / "whole.csv"
+    assert run_cli("predict", SALES, "--model", sales_run, "--out", whole).exit_code == 0
+    expected = pd.read_csv(whole, dtype=str)
+    parts = []
+    for i in range(3):
+        out = tmp_path / f"shard{i}.csv"
+        result = run_cli("predict", SALES, "--model", sales_run, "--out", out, "--shard", f"{i}/3")
+        assert result.exit_code == 0, result.stderr
+        assert f"(shard {i}/3)" in result.stderr
+        parts.append(pd.read_csv(out, dtype=str))
+    assert all(len(p) for p in parts)                # the sample's ids spread over all three shards
+    ids = [set(p["unique_id"]) for p in parts]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+    together = pd.concat(parts).sort_values(["unique_id", "ds"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(together, expected.sort_values(["unique_id", "ds"]).reset_index(drop=True))
+
+
+def test_empty_shard_writes_the_header(sales_run, tmp_path):
+    ids = pd.read_csv(SALES)["unique_id"].astype(str).unique().tolist()
+    count = 4 * len(ids) + 1
+    empty = next(i for i in range(count) if i not in set(shard_of(ids, count)))
+    out = tmp_path / "empty.csv"
+    result = run_cli("predict", SALES, "--model", sales_run, "--out", out, "--shard", f"{empty}/{count}")
+    assert result.exit_code == 0, result.stderr
+    assert out.read_text() == "unique_id,ds,forecast\n"
+    assert "wrote 0 forecasts (0 series" in result.stderr
+
+
+def test_bad_shard_is_one_line(sales_run, tmp_path):
+    result = run_cli("predict", SALES, "--model", sales_run, "--out", tmp_path / "f.csv", "--shard", "3/3")
+    error_line(result, "--shard 3/3", "i/N")
+    assert not (tmp_path / "f.csv").exists()
