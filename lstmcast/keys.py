@@ -249,6 +249,10 @@ class TrainConfig:
     windows_per_epoch: int | None = _key(
         None, "windows an epoch trains on, sampled anew each epoch from all training windows (null = all): "
         "epochs that do not grow with the data", minimum=1, nullable=True, kind=int, member=True)
+    validation_series: int | None = _key(
+        20000, "the early-stopping loss of each epoch is computed on at most this many series, a fixed random "
+        "sample (the seed's) when there are more (null = every series): validation that does not grow with the "
+        "data; the final validation metrics use every series", minimum=1, nullable=True, kind=int)
     recipe: str = _key(
         "auto", "auto = every key not given (file, --set, option) is chosen from the data, each choice printed "
         "with its reason and written to the run's config.yaml | none = the declared defaults", choices=RECIPES,

@@ -61,6 +61,7 @@ from .validation import (  # noqa: F401  (minimum_length .. calibrate re-exporte
     calibrated,
     calibration_starts,
     minimum_length,
+    sampled,
     seen_by_run,
     split_parts,
     stopping_starts,
@@ -268,7 +269,8 @@ def _member(run: RunState, member: int) -> _Member:
     view = run.buffer.with_lookback(own.data.resolved_lookback)
     starts = view.training_starts(run.parts.train, horizon, tc.max_windows_per_series)
     batches = Batches(view, starts, horizon, tc.batch_size, tc.clip, tc.windows_per_epoch)
-    return _Member(member, own, loss, view, batches, stopping_starts(view, run.parts))
+    stopping = sampled(stopping_starts(view, run.parts), tc.validation_series, tc.seed)
+    return _Member(member, own, loss, view, batches, stopping)
 
 
 def _fit_member(run: RunState, job: _Member, fit: Fit, runtime: Runtime, emit: Callback, listening: bool,

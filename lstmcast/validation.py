@@ -96,6 +96,14 @@ def stopping_starts(buffer: SeriesBuffer, parts: Parts) -> torch.Tensor:
     return buffer.origin_starts(parts.train[index], index)
 
 
+def sampled(starts: torch.Tensor, cap: int | None, seed: int) -> torch.Tensor:
+    """At most `cap` of `starts` (a fixed random sample, in their order); all when cap is None."""
+    if cap is None or len(starts) <= cap:
+        return starts
+    keep = np.sort(np.random.default_rng(seed).choice(len(starts), size=cap, replace=False))
+    return starts[torch.from_numpy(keep).to(starts.device)]
+
+
 def calibration_starts(buffer: SeriesBuffer, parts: Parts) -> torch.Tensor:
     """One window per calibrated series whose targets are its calibration window (its last horizon)."""
     index = np.flatnonzero(parts.calibrated)

@@ -118,3 +118,34 @@ def test_bad_shard_is_one_line(sales_run, tmp_path):
     result = run_cli("predict", SALES, "--model", sales_run, "--out", tmp_path / "f.csv", "--shard", "3/3")
     error_line(result, "--shard 3/3", "i/N")
     assert not (tmp_path / "f.csv").exists()
+
+
+def test_validation_sample_is_fixed_and_bounded():
+    import torch
+
+    from lstmcast.validation import sampled
+    starts = torch.arange(100, 1100)
+    assert sampled(starts, None, 0) is starts
+    assert sampled(starts, 1000, 0) is starts
+    a, b, c = sampled(starts, 50, 3), sampled(starts, 50, 3), sampled(starts, 50, 4)
+    assert len(a) == 50 and torch.equal(a, b) and not torch.equal(a, c)
+    assert (a[1:] > a[:-1]).all() and set(a.tolist()) <= set(starts.tolist())
+
+
+def test_training_with_a_validation_sample(tmp_path):
+    # 12 series, early stopping on 5 of them: trains, and metrics.json still scores all 12.
+    import json
+    out = tmp_path / "run"
+    result = run_cli("train", SALES, "--out", out, "--set", "train.epochs=2", "--set", "model.hidden_size=8",
+                     "--set", "model.layers=1", "--set", "train.validation_series=5")
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["validation_windows"]["n_series"] == 12
+    full = tmp_path / "full"
+    assert run_cli("train", SALES, "--out", full, "--set", "train.epochs=2", "--set", "model.hidden_size=8",
+                   "--set", "model.layers=1").exit_code == 0
+    import pandas as pd
+    sample, every = pd.read_csv(out / "history.csv"), pd.read_csv(full / "history.csv")
+    assert len(sample) == len(every) == 2
+    assert sample["train_loss"].iloc[0] == every["train_loss"].iloc[0]   # the same first epoch of training
+    assert sample["val_loss"].iloc[0] != every["val_loss"].iloc[0]       # judged on 5 series, not 12
