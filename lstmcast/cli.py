@@ -286,10 +286,24 @@ def train(
             reporter.info(f"conformal corrections from {conformal['n_calibration']} calibration windows "
                           f"(held out from training and early stopping; mean over steps, "
                           f"window-normalised units): {widened}")
+        losing = _loses_to_seasonal_naive(result.metrics.get("validation", {}))
+        if losing and not quiet:
+            print(f"lstmcast: warning: {losing}", file=sys.stderr)
         reporter.info(f"best epoch {result.best_epoch} of {result.epochs_run} "
                       f"(val_loss {result.best_val_loss:.5f}); run written to {result.run_dir}")
 
     _guard(body, "interrupted; continue the run with 'lstmcast train ... --resume'")
+
+
+def _loses_to_seasonal_naive(validation: dict) -> str | None:
+    """The warning for a model worse than seasonal naive on its own early-stopping windows (an
+    undertrained run, a budget too small for the data), or None."""
+    model = validation.get("model", {}).get("mase", float("nan"))
+    baseline = validation.get("seasonal_naive", {}).get("mase", float("nan"))
+    if not (model > baseline):  # nan compares False: no warning without both scores
+        return None
+    return (f"on its early-stopping windows the model's MASE {model:.3f} is worse than seasonal naive's "
+            f"{baseline:.3f}; give training more time (--time-budget) or more epochs before using its forecasts")
 
 
 @app.command()

@@ -149,3 +149,13 @@ def test_training_with_a_validation_sample(tmp_path):
     assert len(sample) == len(every) == 2
     assert sample["train_loss"].iloc[0] == every["train_loss"].iloc[0]   # the same first epoch of training
     assert sample["val_loss"].iloc[0] != every["val_loss"].iloc[0]       # judged on 5 series, not 12
+
+
+def test_warning_when_the_model_loses_to_seasonal_naive():
+    from lstmcast.cli import _loses_to_seasonal_naive
+    worse = {"model": {"mase": 3.125}, "seasonal_naive": {"mase": 0.968}}
+    line = _loses_to_seasonal_naive(worse)
+    assert "3.125" in line and "0.968" in line and "--time-budget" in line
+    assert _loses_to_seasonal_naive({"model": {"mase": 0.7}, "seasonal_naive": {"mase": 0.968}}) is None
+    assert _loses_to_seasonal_naive({"model": {"mase": float("nan")}, "seasonal_naive": {"mase": 1.0}}) is None
+    assert _loses_to_seasonal_naive({}) is None
