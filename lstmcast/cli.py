@@ -319,7 +319,13 @@ def predict(
                                      "by a stable hash of the id); the N outputs together are the whole forecast."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
-    """Forecast past the end of every series in DATA."""
+    """Forecast past the end of every series in DATA (a CSV file; or a folder or a quoted glob of
+    CSV files, each forecast to OUT/<its name>, OUT then a folder)."""
+    many = _many_inputs(data)
+    if many is not None:
+        _guard(lambda: _predict_many(many, data, model, out, horizon, device, future, shard, quiet))
+        return
+
     def body():
         from .predict import parse_shard
         from .predict import predict as predict_run
@@ -337,6 +343,61 @@ def predict(
             print(f"wrote {len(frame)} forecasts ({n_series} series{steps}{where}) to {out}", file=sys.stderr)
 
     _guard(body)
+
+
+def _many_inputs(data: Path) -> list[Path] | None:
+    """The CSV files of a folder or a glob pattern, sorted; None for a single file."""
+    import glob
+
+    text = str(data)
+    if data.is_dir():
+        return sorted(p for p in data.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
+    if any(c in text for c in "*?[") and not data.exists():
+        return sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
+    return None
+
+
+def _predict_many(files: list[Path], data: Path, model: Path, out: Path, horizon, device, future, shard,
+                  quiet: bool) -> None:
+    """predict over many files from cron: one output per input (OUT/<input name>), going on past
+    a file that fails (its one error line printed), a summary line, exit 2 if any failed."""
+    from .errors import LstmcastError
+    from .predict import parse_shard
+    from .predict import predict as predict_run
+
+    if not files:
+        raise LstmcastError(f"{data}: no CSV files there; give a folder of .csv files, a quoted glob such as "
+                            f"'data/*.csv', or one file")
+    if out.exists() and not out.is_dir():
+        raise LstmcastError(f"--out {out}: with several input files --out is a folder (one forecast file per "
+                            f"input); name a folder")
+    names = [f.name for f in files]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise LstmcastError(f"{data}: several inputs are named {twice[0]!r} and would write the same "
+                            f"{out / twice[0]}; match files of distinct names")
+    if any(f.resolve().parent == out.resolve() for f in files):
+        raise LstmcastError(f"--out {out}: is the inputs' own folder, so forecasts would replace the data; "
+                            f"choose another folder")
+    shard_spec = parse_shard(shard)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LstmcastError(f"--out {out}: cannot create the folder ({exc.strerror}); choose another") from None
+    failed = []
+    for path in files:
+        try:
+            predict_run(path, model, out / path.name, horizon=horizon, device=device, future=future,
+                        shard=shard_spec)
+        except LstmcastError as exc:
+            failed.append(path)
+            print(f"lstmcast: error: {exc}", file=sys.stderr)
+    done = len(files) - len(failed)
+    if failed:
+        _fail(f"{len(failed)} of {len(files)} files failed ({', '.join(p.name for p in failed[:3])}"
+              f"{' ...' if len(failed) > 3 else ''}; their errors are above); the other {done} forecast to {out}", 2)
+    if not quiet:
+        print(f"wrote forecasts for {done} files to {out}", file=sys.stderr)
 
 
 @app.command()

@@ -159,3 +159,51 @@ def test_warning_when_the_model_loses_to_seasonal_naive():
     assert _loses_to_seasonal_naive({"model": {"mase": 0.7}, "seasonal_naive": {"mase": 0.968}}) is None
     assert _loses_to_seasonal_naive({"model": {"mase": float("nan")}, "seasonal_naive": {"mase": 1.0}}) is None
     assert _loses_to_seasonal_naive({}) is None
+
+
+def _folder_of_inputs(tmp_path, bad: bool):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    frame = pd.read_csv(SALES)
+    ids = frame["unique_id"].unique()
+    frame[frame["unique_id"].isin(ids[:6])].to_csv(folder / "a.csv", index=False)
+    frame[frame["unique_id"].isin(ids[6:])].to_csv(folder / "b.csv", index=False)
+    if bad:
+        (folder / "c.csv").write_text("unique_id,ds,y\nx,2020-01-01,1\nx,2020-13-01,2\n")
+    (folder / "notes.txt").write_text("not a csv")
+    return folder
+
+
+def test_predict_over_a_folder_writes_one_output_per_input(sales_run, tmp_path):
+    folder, out = _folder_of_inputs(tmp_path, bad=False), tmp_path / "out"
+    result = run_cli("predict", folder, "--model", sales_run, "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.csv", "b.csv"]
+    assert "wrote forecasts for 2 files" in result.stderr
+    single = tmp_path / "single.csv"
+    assert run_cli("predict", folder / "a.csv", "--model", sales_run, "--out", single).exit_code == 0
+    assert (out / "a.csv").read_bytes() == single.read_bytes()
+    glob_out = tmp_path / "glob"
+    assert run_cli("predict", str(folder / "*.csv"), "--model", sales_run, "--out", glob_out).exit_code == 0
+    assert (glob_out / "b.csv").read_bytes() == (out / "b.csv").read_bytes()
+
+
+def test_predict_over_a_folder_goes_on_past_a_bad_file(sales_run, tmp_path):
+    folder, out = _folder_of_inputs(tmp_path, bad=True), tmp_path / "out"
+    result = run_cli("predict", folder, "--model", sales_run, "--out", out)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and "c.csv" in lines[0] and lines[0].startswith("lstmcast: error: ")
+    assert "1 of 3 files failed (c.csv" in lines[1] and "the other 2" in lines[1]
+    assert sorted(p.name for p in out.iterdir()) == ["a.csv", "b.csv"]
+
+
+def test_predict_over_a_folder_refuses_unsafe_outputs(sales_run, tmp_path):
+    folder = _folder_of_inputs(tmp_path, bad=False)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    error_line(run_cli("predict", folder, "--model", sales_run, "--out", folder), "inputs' own folder")
+    (tmp_path / "file.csv").write_text("x")
+    error_line(run_cli("predict", folder, "--model", sales_run, "--out", tmp_path / "file.csv"), "a folder")
+    error_line(run_cli("predict", str(tmp_path / "none" / "*.csv"), "--model", sales_run, "--out",
+                       tmp_path / "o"), "no CSV files")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
