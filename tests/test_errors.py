@@ -381,7 +381,10 @@ def test_normal_run_prints_no_warnings(tmp_path):
                cli("evaluate", SALES, "--model", out, "--out", tmp_path / "metrics.json")]
     for result in results:
         assert result.exit_code == 0, result.output
-        assert "warning" not in result.stderr.lower(), result.stderr
+        # A 1-epoch tiny model may lose to seasonal naive and is meant to say so; nothing else warns.
+        stray = [line for line in result.stderr.lower().splitlines()
+                 if "warning" in line and "worse than seasonal naive" not in line]
+        assert not stray, result.stderr
 
 
 def test_leftover_warning_is_one_line(capsys):
