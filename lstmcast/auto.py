@@ -149,18 +149,20 @@ def resolve(config, series) -> tuple[Any, list[Choice]]:
     from .config import load_config
     given = config.given_keys()
     user_members = len(config.train.members) if "train.members" in given and config.train.members else None
-    choices = choose(Facts.of(series), given, config.data.horizon, user_members)
+    choices = choose(Facts.of(series), given, config.data.horizon, user_members, config.train.tbptt)
     if not choices:
         return config, []
     return load_config(None, {c.key: c.value for c in choices}, base=config), choices
 
 
 def choose(facts: Facts, given: set[str], horizon: int | None = None,
-           user_members: int | None = None) -> list[Choice]:
+           user_members: int | None = None, tbptt: int = 0) -> list[Choice]:
     """The automatic recipe for data with these facts: a Choice for each key not in `given`
     (dotted keys the user set). `horizon`: the user's, when given; `user_members`: how many
-    train.members entries the user gave."""
+    train.members entries the user gave; `tbptt`: train.tbptt (a stateful model: _stateful)."""
     out: list[Choice] = []
+    if tbptt:
+        return _stateful(facts, given, horizon)
     if "train.ensemble_lookbacks" in given:
         given = given | {"data.lookback"}
 
@@ -218,6 +220,31 @@ def choose(facts: Facts, given: set[str], horizon: int | None = None,
              "too, one epoch after early stopping")
     else:
         pick("train.refit_epochs", 0, f"the latest horizon is only {share:.0f}% of a median series")
+    return out
+
+
+def _stateful(facts: Facts, given: set[str], horizon: int | None) -> list[Choice]:
+    """The recipe of a stateful model (train.tbptt): no window normalisation, no window-reading head;
+    each series scaled once on its training part. One member: its state spans the whole history."""
+    out: list[Choice] = []
+
+    def pick(key: str, value: Any, reason: str) -> None:
+        if key not in given:
+            out.append(Choice(key, value, reason))
+
+    if horizon is None or "data.horizon" not in given:
+        horizon, why = _horizon(facts)
+        pick("data.horizon", horizon, why)
+    why = "train.tbptt: the state runs over each series' whole history"
+    pick("data.scaling", "standard", f"{why}, so each series is scaled once, on its training part")
+    pick("model.window_norm", "none", f"{why}: no window to normalise")
+    pick("model.linear_skip", False, f"{why}: no window for the skip to read")
+    pick("train.loss", "mse", "on the per-series scaled values")
+    subdaily = facts.family in ("hourly", "subhourly")
+    pick("data.calendar", "auto" if subdaily else "none",
+         "hour of day and day of week, known for every forecast step" if subdaily else
+         f"{facts.family} data: the state carries the season itself")
+    pick("train.ensemble", 1, f"{why}: one member")
     return out
 
 

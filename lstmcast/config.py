@@ -76,6 +76,8 @@ class Config:
                 raise LstmcastError(f"train.members entry {index + 1} sets data.lookback and "
                                     f"train.ensemble_lookbacks is set too; give lookbacks in one place")
             self.member(index + 1)  # checks every value, naming the entry
+        if self.train.tbptt:
+            _check_stateful(self)
 
     def cells_in_use(self) -> tuple[str, ...]:
         """The recurrent cells of all ensemble members (each probed for bf16 on CUDA)."""
@@ -355,6 +357,48 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     if overrides:
         config = _apply(config, overrides, "--set")
     return config
+
+
+def _stateful_conflict(config: Config) -> tuple[str, str] | None:
+    """(what contradicts train.tbptt, what to do) for the first key a stateful model cannot honour;
+    None when the config makes sense. The state runs over a whole series, so nothing may depend
+    on a window: no per-window normalisation, no window-reading head, no lookback of its own."""
+    data, model, train = config.data, config.model, config.train
+    window = "a stateful model reads each series' whole history, not windows"
+    if model.window_norm != "none":
+        return (f"model.window_norm {model.window_norm} (each window normalised on its own: the units would "
+                f"change from chunk to chunk under the one carried state)",
+                "set model.window_norm=none (data.scaling scales each series once, on its training part)")
+    if data.scaling == "none":
+        return ("data.scaling none (nothing would scale the values the state is carried over)",
+                "set data.scaling=standard (fitted per series on its training part)")
+    for key, on, why in (("model.bidirectional", model.bidirectional, "reading backwards needs the window's end"),
+                         ("model.attention", model.attention, "attention weighs the states of one window"),
+                         ("model.linear_skip", model.linear_skip, "the skip reads a window of lookback values"),
+                         ("model.conformal", model.conformal, "its calibration is not implemented for "
+                                                              "stateful runs"),
+                         ("train.ensemble_lookbacks", train.ensemble_lookbacks, window),
+                         ("train.max_windows_per_series", train.max_windows_per_series, window),
+                         ("train.windows_per_epoch", train.windows_per_epoch, window),
+                         ("data.grid", data.grid, "gridded runs train a ConvLSTM on windows")):
+        if on:
+            return f"{key} ({why})", f"drop {key}"
+    if model.cell not in ("lstm", "gru"):
+        return (f"model.cell {model.cell} (its encoder takes no initial state)",
+                "use model.cell=lstm or gru")
+    if train.loss == "mase":
+        return ("train.loss mase (scaled by each window's own seasonal error)",
+                "use train.loss mse, mae or huber")
+    return None
+
+
+def _check_stateful(config: Config) -> None:
+    conflict = _stateful_conflict(config)
+    if conflict is not None:
+        what, todo = conflict
+        raise LstmcastError(f"config key 'train.tbptt' ({config.train.tbptt}: stateful training) cannot be "
+                            f"combined with {what}; "
+                            f"{todo}, or set train.tbptt=0")
 
 
 def config_from_dict(tree: dict) -> Config:

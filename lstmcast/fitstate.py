@@ -123,6 +123,7 @@ def new_fit(config: Config, seed: int, device: torch.device, dims: dict, steps_p
     (Config.member_seed); the linear schedule decays over train.epochs x `steps_per_epoch`."""
     seed_everything(seed)
     model = Forecaster(config.model, config.data.horizon, config.data.resolved_lookback, **dims).to(device)
+    model.tbptt = config.train.tbptt
     optimizer = make_optimizer(model, config.train.lr, config.train.weight_decay)
     if config.train.schedule == "linear":
         scheduler = LinearDecay(optimizer, config.train.epochs * steps_per_epoch)

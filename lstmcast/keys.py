@@ -264,6 +264,9 @@ class TrainConfig:
     select: bool = _key(
         False, "keep only the members whose median forecast scores best on the early-stopping windows "
         "(validation MASE; a larger set within 0.5% is preferred)")
+    tbptt: int = _key(
+        0, "truncated back-propagation through time: 0 = off (windows of data.lookback) | K = stateful, each "
+        "series' whole history read in chunks of K steps, the LSTM state carried over (docs/model.md)", minimum=0)
     members: list | None = _key(
         None, "e.g. [{train.loss: smape}, {model.window_norm: standard, train.loss: mase}]: member k's own keys "
         "(cycled; docs/model.md, Mixed ensembles)", nullable=True, kind=list, items=dict)

@@ -36,6 +36,7 @@ class Forecaster(nn.Module):
                  input_size: int = N_FEATURES, n_known: int = 0, n_series: int = 0):
         super().__init__()
         self.horizon = horizon
+        self.tbptt = 0  # train.tbptt: > 0, a stateful model (tbptt.py), set by who builds it from a Config
         self.lookback = lookback  # reads the last `lookback` steps of longer inputs (ensembles)
         self.window_norm = config.window_norm
         self.encoder = make_encoder(config.cell, input_size, config.hidden_size, config.layers,
@@ -86,8 +87,14 @@ class Forecaster(nn.Module):
             values = (inputs[..., 0] - loc) / scale * observed  # padding stays 0
             inputs = torch.cat([values[..., None], observed[..., None], inputs[..., 2:]], dim=-1)
         states, _ = self.encoder(inputs)                       # (batch, lookback, width)
-        values = inputs[..., 0]
         last = self.summary(states, inputs[..., 1])            # (batch, summary)
+        return self.decode(last, inputs[..., 0], future, series), loc, scale
+
+    def decode(self, last: torch.Tensor, values: torch.Tensor, future: torch.Tensor | None = None,
+               series: torch.Tensor | None = None) -> torch.Tensor:
+        """The head: encoder summary (batch, width) and the input values (batch, lookback), of which
+        only the last is read without model.linear_skip -> (batch, horizon) or (batch, horizon, Q).
+        A stateful pass (tbptt.py) calls it with the state at each forecast origin."""
         if self.embedding is not None:
             last = torch.cat([last, self.embed(series, len(last)).to(last.dtype)], dim=-1)
         last = self.dropout(last)
@@ -99,8 +106,8 @@ class Forecaster(nn.Module):
             correction = correction + self.skip(values.to(correction.dtype))
         median = correction + values[:, -1:]                  # (batch, horizon)
         if self.levels is None:
-            return median, loc, scale
-        return self.quantiles(median, last), loc, scale        # (batch, horizon, Q)
+            return median
+        return self.quantiles(median, last)                    # (batch, horizon, Q)
 
     def embed(self, series: torch.Tensor | None, batch: int) -> torch.Tensor:
         """(batch,) embedding rows -> (batch, series_embedding); unseen (-1) or None: the mean row."""
@@ -231,6 +238,7 @@ class Ensemble(nn.Module):
         self.levels = members[0].levels
         self.median_index = members[0].median_index if self.levels is not None else None
         self.window_norm = members[0].window_norm
+        self.tbptt = members[0].tbptt
         self.pairs: list[tuple[int, int]] = []
         corrections = None
         if conformal is not None:
@@ -252,6 +260,7 @@ class Ensemble(nn.Module):
                 who = f"member {k}: " if len(weights) > 1 else ""
                 raise LstmcastError(f"does not match its config ({who}{problem})")
             member.load_state_dict(state)
+            member.tbptt = config.train.tbptt
         return cls(members, conformal)
 
     def conformal_scale(self, inputs: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from .run import RunMeta, config_from_saved, upgrade_payload
 from .rundir import check_output
 from .runtime import Runtime
 from .scaling import Scaler, check_magnitude, to_scaled, unscale
+from .tbptt import forecast_origins
 from .windows import SeriesBuffer
 
 if TYPE_CHECKING:  # torch itself is used through model, windows and device
@@ -154,7 +155,8 @@ def forecast(run: Run, series: SeriesSet, horizon: int | None = None,
     horizon = check_horizon(run, horizon)
     values = future_values(run, series, future, horizon)
     loc, scale = run.scaler.for_series(series.ids, series.values)  # (unseen series: their whole history)
-    series = series.last_points(run.config.input_length)          # all a forecast from the end reads
+    if not run.config.train.tbptt:  # a stateful model warms its state over the whole history
+        series = series.last_points(run.config.input_length)      # all a windowed forecast reads
     tail = run.features.tail(series, values, run.horizon) if run.features is not None else None
     return forecast_at(run, series, loc, scale, series.lengths(), tail=tail)[:, :horizon]
 
@@ -179,7 +181,10 @@ def forecast_at(run: Run, series: SeriesSet, loc: np.ndarray, scale: np.ndarray,
                                 n_known=n_known, horizon=run.horizon, codes=codes)
     runtime = Runtime.for_forecast(run.device, run.config.train.precision, run.config.cells_in_use())
     with fp32_math(runtime.precision):
-        out = forecast_windows(run.model, buffer.model_inputs, buffer.origin_starts(origins, index), runtime)
+        if run.config.train.tbptt:  # stateful: the state warmed over the whole history before each origin
+            out = forecast_origins(run.model, buffer, origins, index, runtime)
+        else:
+            out = forecast_windows(run.model, buffer.model_inputs, buffer.origin_starts(origins, index), runtime)
     return unscale(out.cpu().double().numpy(), loc[index], scale[index])
 
 

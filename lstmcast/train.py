@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import __version__, auto, members, rundir
+from . import __version__, auto, members, rundir, tbptt
 from .budget import Budget, format_duration, parse_duration
 from .checkpoint import BEST, LAST, atomic_write_text, save_checkpoint
 from .config import Config
@@ -202,7 +202,7 @@ class _Member:
     config: Config
     loss: Loss
     view: SeriesBuffer      # the run's buffer read with this member's lookback
-    batches: Batches        # its training windows
+    batches: Batches | tbptt.Chunks  # its training windows (train.tbptt: its chunks of whole series)
     val_starts: torch.Tensor
 
 
@@ -267,8 +267,12 @@ def _member(run: RunState, member: int) -> _Member:
     tc, horizon = own.train, run.config.data.horizon
     loss = make_loss(tc.loss, season_length(run.series.freq), run.config.model.levels)
     view = run.buffer.with_lookback(own.data.resolved_lookback)
-    starts = view.training_starts(run.parts.train, horizon, tc.max_windows_per_series)
-    batches = Batches(view, starts, horizon, tc.batch_size, tc.clip, tc.windows_per_epoch)
+    if tc.tbptt:  # stateful: every point of the training part but the last horizon is an origin
+        batches = tbptt.Chunks(view, np.maximum(run.parts.train - horizon, 0), horizon, tc.tbptt,
+                               tc.batch_size, tc.clip)
+    else:
+        starts = view.training_starts(run.parts.train, horizon, tc.max_windows_per_series)
+        batches = Batches(view, starts, horizon, tc.batch_size, tc.clip, tc.windows_per_epoch)
     stopping = sampled(stopping_starts(view, run.parts), tc.validation_series, tc.seed)
     return _Member(member, own, loss, view, batches, stopping)
 
@@ -283,7 +287,7 @@ def _fit_member(run: RunState, job: _Member, fit: Fit, runtime: Runtime, emit: C
     recipe = ", ".join(f"{key}={str(now).lower() if isinstance(now, bool) else now}"
                        for key, _, now in config_differences(run.config, job.config)
                        if key not in ("train.members", "train.ensemble_lookbacks"))
-    n_windows = len(job.batches.starts)
+    n_windows = job.batches.windows if tc.tbptt else len(job.batches.starts)
     emit(TrainStart(job.member, run.config.train.ensemble, describe(runtime.device), runtime.name,
                     len(run.series), n_windows, count_parameters(fit.model), tc.epochs, job.batches.steps,
                     fit.epoch + 1, recipe))
@@ -322,9 +326,15 @@ def _epoch(run: RunState, job: _Member, fit: Fit, runtime: Runtime, emit: Callba
     fit.epoch += 1
     epoch, started = fit.epoch, time.perf_counter()
     on_step = _step_reporter(emit, job, epoch) if listening else None
-    train_loss = run_epoch(fit.model, fit.optimizer, job.batches, job.loss, fit.generator, runtime, on_step,
-                           deadline, getattr(fit.scheduler, "batch", None))
-    val_loss = validation_loss(fit.model, job.view, job.val_starts, job.batches.horizon, job.loss, runtime)
+    epoch_of = tbptt.run_epoch if tc.tbptt else run_epoch
+    train_loss = epoch_of(fit.model, fit.optimizer, job.batches, job.loss, fit.generator, runtime, on_step,
+                          deadline, getattr(fit.scheduler, "batch", None))
+    if tc.tbptt:  # the state warmed over each validated series' training part, then its forecast
+        index = np.flatnonzero(run.parts.validated)
+        val_loss = tbptt.validation_loss(fit.model, job.view, run.parts.train[index], index,
+                                         job.batches.horizon, job.loss, runtime)
+    else:
+        val_loss = validation_loss(fit.model, job.view, job.val_starts, job.batches.horizon, job.loss, runtime)
     if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
         raise LstmcastError(f"training diverged at epoch {epoch} (train loss {train_loss}, "
                             f"validation loss {val_loss}); lower train.lr (now {tc.lr:g})" + (
@@ -365,12 +375,17 @@ def _refit(run: RunState, job: _Member, fit: Fit, runtime: Runtime) -> None:
     lr = fit.scheduler.base[0] * job.batches.steps / fit.scheduler.total if linear else fit.best_lr
     optimizer = make_optimizer(fit.model, lr, tc.weight_decay)
     decay = LinearDecay(optimizer, tc.refit_epochs * job.batches.steps) if linear else None
-    everything = Batches(job.view, job.view.training_starts(run.series.lengths(), horizon,
-                                                            tc.max_windows_per_series),
-                         horizon, tc.batch_size, tc.clip, tc.windows_per_epoch)
+    if tc.tbptt:
+        everything = tbptt.Chunks(job.view, np.maximum(run.series.lengths() - horizon, 0), horizon, tc.tbptt,
+                                  tc.batch_size, tc.clip)
+    else:
+        everything = Batches(job.view, job.view.training_starts(run.series.lengths(), horizon,
+                                                                tc.max_windows_per_series),
+                             horizon, tc.batch_size, tc.clip, tc.windows_per_epoch)
+    epoch_of = tbptt.run_epoch if tc.tbptt else run_epoch
     for extra in range(1, tc.refit_epochs + 1):
         started = time.perf_counter()
-        train_loss = run_epoch(fit.model, optimizer, everything, job.loss, fit.generator, runtime,
+        train_loss = epoch_of(fit.model, optimizer, everything, job.loss, fit.generator, runtime,
                                on_batch=decay.batch if decay else None)
         run.log({"member": job.member, "epoch": fit.epoch + extra, "train_loss": train_loss,
                  "val_loss": float("nan"), "lr": optimizer.param_groups[0]["lr"],

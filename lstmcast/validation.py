@@ -22,6 +22,7 @@ from .model import Ensemble, forecast_windows
 from .quantiles import conformal_correction, interval_scores
 from .runtime import Runtime
 from .scaling import Scaler, unscale
+from .tbptt import forecast_origins
 from .windows import SeriesBuffer
 
 # metrics.json's conformal "windows" note; "; refit trained on them afterwards" is added after refit.
@@ -158,8 +159,12 @@ def validation_forecasts(model, buffer: SeriesBuffer, parts: Parts, series: Seri
     quantiles (validated, horizon, Q)), the actual values (validated, horizon) and each validated
     series' history before its window."""
     horizon, is_validated, ends = parts.horizon, parts.validated, parts.stop_end[parts.validated]
-    val_starts = stopping_starts(buffer, parts)
-    scaled = forecast_windows(model, buffer.model_inputs, val_starts, runtime).cpu().double().numpy()
+    if getattr(model, "tbptt", 0):  # a stateful model: the state warmed over each training part
+        index = np.flatnonzero(is_validated)
+        scaled = forecast_origins(model, buffer, parts.train[index], index, runtime).cpu().double().numpy()
+    else:
+        val_starts = stopping_starts(buffer, parts)
+        scaled = forecast_windows(model, buffer.model_inputs, val_starts, runtime).cpu().double().numpy()
     forecast = unscale(scaled, scaler.loc[is_validated], scaler.scale[is_validated])
     values = [v for v, keep in zip(series.values, is_validated) if keep]
     actual = np.stack([v[end - horizon: end] for v, end in zip(values, ends)])
