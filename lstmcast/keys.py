@@ -26,7 +26,7 @@ FILL_POLICIES = ("error", "ffill", "interpolate", "zero")
 SCALINGS = ("standard", "robust", "minmax", "none")
 CALENDARS = ("auto", "none")
 WINDOW_NORMS = ("none", "standard", "mean")
-CELLS = ("lstm", "peephole", "cifg", "gru")
+CELLS = ("lstm", "peephole", "cifg", "gru", "grid")
 LOSSES = ("mse", "mae", "huber", "smape", "mase")
 PRECISIONS = ("auto", "bf16", "fp32", "tf32")
 # train.device and every --device: "cuda:N" is the GPU of index N. Whether it works here is
@@ -139,7 +139,8 @@ class ModelConfig:
         "none", "per-window normalisation inside the model: none | standard (mean, std) | mean (divide by mean |x|)",
         choices=WINDOW_NORMS, member=True)
     cell: str = _key(
-        "lstm", "recurrent cell: lstm (cuDNN on CUDA) | peephole | cifg (coupled input-forget gate) | gru",
+        "lstm", "recurrent cell: lstm (cuDNN on CUDA) | peephole | cifg (coupled input-forget gate) | gru | grid "
+        "(Grid LSTM: layers also linked by LSTM memory along depth)",
         choices=CELLS, member=True)
     bidirectional: bool = _key(False, "also read the lookback window backwards; the head sees both final states",
                                member=True)

@@ -43,8 +43,8 @@ def bf16_kernel(cell: str, device: torch.device) -> tuple[bool, str]:
 
     lstm / gru: ok only if cuDNN's fused RNN (aten::_cudnn_rnn) ran AND its output is bf16. Not
     raising is not enough: where cuDNN has no bf16 RNN, torch runs a slow per-step path instead,
-    or autocast leaves the RNN in fp32. peephole / cifg: ok if the Triton kernel ran (no fallback
-    recorded) with bf16 matmuls.
+    or autocast leaves the RNN in fp32. peephole / cifg / grid (its time loop): ok if the Triton
+    kernel ran (no fallback recorded) with bf16 matmuls.
     """
     cells.check_cell(cell)
     torch.manual_seed(0)

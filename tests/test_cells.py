@@ -15,6 +15,7 @@ from torch import nn
 from lstmcast import cells
 from lstmcast.cells import (
     CELLS,
+    GridEncoder,
     RecurrentEncoder,
     encoder_output_size,
     from_torch_gru,
@@ -116,7 +117,7 @@ def test_mapping_refuses_what_it_cannot_represent():
         from_torch_lstm(nn.LSTM(2, 6, proj_size=3, batch_first=True))
     with pytest.raises(ValueError, match="'peephole' encoder has no torch.nn.LSTM"):
         to_torch_lstm(RecurrentEncoder("peephole", 2, 4))
-    with pytest.raises(ValueError, match="unknown recurrent cell 'rnn'; choose one of lstm, peephole, cifg, gru"):
+    with pytest.raises(ValueError, match="unknown recurrent cell 'rnn'; choose one of lstm, peephole, cifg, gru, grid"):
         make_encoder("rnn", 2, 4)
 
 
@@ -226,7 +227,7 @@ def test_every_encoder_keeps_nn_lstm_call_contract(cell):
     h_n = final[0] if cell != "gru" else final
     assert h_n.shape == (4, 4, 6)                  # (layers * directions, batch, hidden)
     assert encoder.batch_first and encoder.num_layers == 2 and encoder.hidden_size == 6
-    expected = {"lstm": nn.LSTM, "gru": nn.GRU}.get(cell, RecurrentEncoder)
+    expected = {"lstm": nn.LSTM, "gru": nn.GRU, "grid": GridEncoder}.get(cell, RecurrentEncoder)
     assert type(encoder) is expected
     assert encoder_output_size(6, False) == 6
 
@@ -337,13 +338,14 @@ def test_parameter_count_formula(cell, layers, bidirectional):
     expected = {"lstm": lstm,
                 "peephole": lstm + layers * directions * 3 * hidden,
                 "cifg": lstm - sum(directions * hidden * (n + hidden + 2) for n in sizes),
-                "gru": sum(directions * 3 * hidden * (n + hidden + 2) for n in sizes)}
+                "gru": sum(directions * 3 * hidden * (n + hidden + 2) for n in sizes),
+                "grid": directions * (hidden * inputs + layers * 2 * 4 * hidden * (2 * hidden + 1))}
     assert want == expected[cell]
 
 
 def test_parameter_counts_of_the_default_size():
     """Hidden 64, 2 layers, 2 inputs: the numbers the benchmark table prints."""
-    assert [parameter_count(c, 2, 64, 2) for c in CELLS] == [50688, 51072, 38016, 38016]
+    assert [parameter_count(c, 2, 64, 2) for c in CELLS] == [50688, 51072, 38016, 38016, 132224]
     assert parameter_count("lstm", 2, 64, 2) == sum(p.numel() for p in nn.LSTM(2, 64, 2).parameters())
 
 

@@ -94,7 +94,7 @@ def test_unknown_cell_is_a_user_error(tmp_path):
     result = run_cli("train", SALES, "--out", out, "--set", "model.cell=lstn")
     assert result.exit_code == 2
     assert result.stderr.strip() == ("lstmcast: error: config key 'model.cell' must be one of "
-                                     "lstm|peephole|cifg|gru, got 'lstn'")
+                                     "lstm|peephole|cifg|gru|grid, got 'lstn'")
     assert not out.exists()
 
 

@@ -13,8 +13,14 @@ Cells (the `cell` name):
             weight vectors p_i, p_f, p_o of size H (3H more parameters per layer and direction).
   cifg      coupled input-forget gate: i_t = 1 - f_t. Three gate blocks instead of four.
   gru       Cho et al. (2014), as torch.nn.GRU computes it (gates r, z, n).
+  grid      Grid LSTM (Kalchbrenner, Danihelka & Graves 2015): the layers are also linked by LSTM
+            transforms along depth, a 2-D grid over time and depth with a memory per dimension.
+            Block (t, l) reads H = [h^T_{t-1,l}; h^D_{t,l-1}] and, for d in {T, D} with its own
+            W_d (4H, 2H), b_d: the gates above from W_d H + b_d, m'_d = f m_d + i g,
+            h'_d = o tanh(m'_d); the time output goes to (t+1, l), the depth output up to (t, l+1).
+            Its own layout, parameter names and encoder (GridEncoder): see gridlstm.py.
 
-The parameter layout is torch's, so that weights move between this module and nn.LSTM / nn.GRU
+The parameter layout (all cells but grid) is torch's, so that weights move between this module and nn.LSTM / nn.GRU
 by name: weight_ih_l{k} (G*H, in), weight_hh_l{k} (G*H, H), bias_ih_l{k} and bias_hh_l{k} (G*H,),
 suffix `_reverse` for the backward direction, G gate blocks stacked in the order
   lstm, peephole: i, f, g, o     cifg: f, g, o     gru: r, z, n
@@ -38,6 +44,8 @@ The package, by job:
   fastpath.py       the switches (USE_TRITON, USE_SCRIPT), TorchScript compilation, the choice of
                     loop with its recorded fallbacks, LstmLayer (the autograd node), run_fast
   encoder.py        RecurrentEncoder, make_encoder, the forget-gate bias, the torch mapping
+  gridlstm.py       GridEncoder: the grid walked block by block (reference) and layer by layer
+                    (fast: LstmLayer along time, one batched update along depth)
 Everything is used as `cells.X`. The switches and hooks that fastpath reads at call time
 (_FORWARDED below) are forwarded: reading or setting `cells.USE_TRITON` (or monkeypatching
 `cells.triton_layer_forward`, `cells.use_triton`, `cells._COMPILED`, ...) reads or sets
@@ -64,10 +72,12 @@ from .equations import (
     GATE_BLOCKS,
     LSTM_FAMILY,
     REFERENCE_STEPS,
+    GridWeights,
     LayerWeights,
     check_cell,
     cifg_step,
     encoder_output_size,
+    grid_step,
     gru_step,
     lstm_step,
     parameter_count,
@@ -75,6 +85,7 @@ from .equations import (
     run_reference,
 )
 from .fastpath import LstmLayer, run_fast
+from .gridlstm import GridEncoder, grid_fast, grid_reference
 from .pointwise import (
     gru_pointwise,
     lstm_layer_backward,
@@ -90,8 +101,9 @@ _FORWARDED = frozenset({"USE_TRITON", "USE_SCRIPT", "_COMPILED", "triton", "trit
                         "compiled", "layer_forward"})
 
 __all__ = [
-    "CELLS", "GATE_BLOCKS", "LSTM_FAMILY", "REFERENCE_STEPS", "LayerWeights", "LstmLayer", "RecurrentEncoder",
-    "check_cell", "cifg_step", "encoder_cell", "encoder_output_size", "forget_gate_block", "from_torch_gru",
+    "CELLS", "GATE_BLOCKS", "GridEncoder", "GridWeights", "LSTM_FAMILY", "REFERENCE_STEPS", "LayerWeights",
+    "LstmLayer", "RecurrentEncoder", "check_cell", "cifg_step", "encoder_cell", "encoder_output_size",
+    "forget_gate_block", "from_torch_gru", "grid_fast", "grid_reference", "grid_step",
     "from_torch_lstm", "gru_pointwise", "gru_step", "init_forget_bias", "lstm_layer_backward",
     "lstm_layer_forward", "lstm_pointwise", "lstm_pointwise_backward", "lstm_step", "make_encoder",
     "parameter_count", "peephole_grad", "peephole_step", "run_fast", "run_reference", "to_torch_gru",

@@ -31,6 +31,15 @@ class RecurrentEncoder(nn.Module):
     states[:, t] of both directions belong to input step t.
     """
 
+    def __new__(cls, *args, **kwargs):
+        # RecurrentEncoder("grid", ...) is a GridEncoder (gridlstm.py): its layers are linked
+        # inside each block, so it walks the grid itself. (No arguments: copy / unpickling.)
+        cell = args[0] if args else kwargs.get("cell")
+        if cls is RecurrentEncoder and cell == "grid":
+            from .gridlstm import GridEncoder
+            cls = GridEncoder
+        return super().__new__(cls)
+
     def __init__(self, cell: str, input_size: int, hidden_size: int, layers: int = 1,
                  dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None):
         super().__init__()
@@ -38,18 +47,22 @@ class RecurrentEncoder(nn.Module):
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, layers
         self.dropout, self.bidirectional, self.batch_first = float(dropout), bidirectional, True
         self.fast = True  # False: forward runs the step-by-step reference
-        rows, factory = GATE_BLOCKS[cell] * hidden_size, {"device": device, "dtype": dtype}
-        for layer in range(layers):
-            n = input_size if layer == 0 else encoder_output_size(hidden_size, bidirectional)
+        self._register_parameters({"device": device, "dtype": dtype})
+        self.reset_parameters()
+
+    def _register_parameters(self, factory: dict) -> None:
+        """torch's layout (equations.py), layer by layer, forward before backward."""
+        rows, hidden_size = GATE_BLOCKS[self.cell] * self.hidden_size, self.hidden_size
+        for layer in range(self.num_layers):
+            n = self.input_size if layer == 0 else encoder_output_size(hidden_size, self.bidirectional)
             for suffix in self._suffixes():
                 name = f"l{layer}{suffix}"
                 self.register_parameter(f"weight_ih_{name}", nn.Parameter(torch.empty(rows, n, **factory)))
                 self.register_parameter(f"weight_hh_{name}", nn.Parameter(torch.empty(rows, hidden_size, **factory)))
                 self.register_parameter(f"bias_ih_{name}", nn.Parameter(torch.empty(rows, **factory)))
                 self.register_parameter(f"bias_hh_{name}", nn.Parameter(torch.empty(rows, **factory)))
-                if cell == "peephole":
+                if self.cell == "peephole":
                     self.register_parameter(f"peephole_{name}", nn.Parameter(torch.empty(3 * hidden_size, **factory)))
-        self.reset_parameters()
 
     def _suffixes(self) -> tuple[str, ...]:
         return ("", "_reverse") if self.bidirectional else ("",)
@@ -113,7 +126,8 @@ def make_encoder(cell: str, input_size: int, hidden_size: int, layers: int = 1, 
     """The encoder for `cell`, forget-gate bias 1 for the LSTM family.
 
     lstm and gru are torch's own nn.LSTM / nn.GRU (batch_first=True; cuDNN on CUDA), the others
-    a RecurrentEncoder; all share the call contract and the parameter names.
+    a RecurrentEncoder (for grid its subclass GridEncoder); all share the call contract, and all
+    but grid the parameter names.
     """
     check_cell(cell)
     dropout = dropout if layers > 1 else 0.0  # between layers only; torch warns otherwise
@@ -140,14 +154,15 @@ def encoder_cell(encoder: nn.Module) -> str:
 
 def forget_gate_block(cell: str) -> int | None:
     """Index of the forget gate's block in the gate order; None for gru (it has no forget gate)."""
-    return {"lstm": 1, "peephole": 1, "cifg": 0}.get(check_cell(cell))
+    return {"lstm": 1, "peephole": 1, "cifg": 0, "grid": 1}.get(check_cell(cell))
 
 
 def init_forget_bias(encoder: nn.Module, value: float = 1.0) -> None:
     """Forget-gate bias `value` (Gers et al. 2000): remember by default early in training.
 
     The gates see bias_ih + bias_hh, so the forget block of bias_ih is set to `value` and that of
-    bias_hh to 0. A GRU is left as it is.
+    bias_hh to 0; grid's transforms have one bias each (bias_time_*, bias_depth_*), set to
+    `value`: both memories are kept by default. A GRU is left as it is.
     """
     block = forget_gate_block(encoder_cell(encoder))
     if block is None:
@@ -156,7 +171,7 @@ def init_forget_bias(encoder: nn.Module, value: float = 1.0) -> None:
     with torch.no_grad():
         for name, param in encoder.named_parameters():
             if name.startswith("bias_"):
-                param[rows] = value if name.startswith("bias_ih") else 0.0
+                param[rows] = 0.0 if name.startswith("bias_hh") else value
 
 
 def _from_torch(module: nn.Module, cell: str) -> RecurrentEncoder:

@@ -10,8 +10,8 @@ from torch import Tensor
 
 from ..keys import CELLS  # model.cell's values, declared with the key
 
-GATE_BLOCKS = {"lstm": 4, "peephole": 4, "cifg": 3, "gru": 3}
-LSTM_FAMILY = ("lstm", "peephole", "cifg")
+GATE_BLOCKS = {"lstm": 4, "peephole": 4, "cifg": 3, "gru": 3, "grid": 4}  # grid: per transform
+LSTM_FAMILY = ("lstm", "peephole", "cifg", "grid")  # their state is (h, c); gru's is h
 
 
 def check_cell(cell: str) -> str:
@@ -33,6 +33,16 @@ class LayerWeights(NamedTuple):
     peephole: Tensor | None = None  # (3H,) p_i, p_f, p_o; peephole cell only
 
 
+class GridWeights(NamedTuple):
+    """One Grid LSTM block's parameters (layer l, one direction): one LSTM transform per
+    dimension, each reading H = [h^T; h^D] (columns: the time half, then the depth half), gate
+    blocks i, f, g, o; one bias each (the paper's; nothing maps to torch here)."""
+    weight_time: Tensor    # (4H, 2H)
+    bias_time: Tensor      # (4H,)
+    weight_depth: Tensor   # (4H, 2H)
+    bias_depth: Tensor     # (4H,)
+
+
 def parameter_count(cell: str, input_size: int, hidden_size: int, layers: int = 1,
                     bidirectional: bool = False) -> int:
     """Exact number of parameters of an encoder, from the formulas (tests check them against
@@ -45,9 +55,15 @@ def parameter_count(cell: str, input_size: int, hidden_size: int, layers: int = 
 
     n is input_size in layer 0 and H * directions above it. The two biases per gate block are
     kept (as torch does) so that weights map to and from torch one to one.
+
+        grid      H n + layers * 2 * 4H(2H + 1)   per direction, n = input_size: the input
+                  projection P (no bias), then per layer a time and a depth transform, each
+                  (4H, 2H) weights and one (4H,) bias. Each direction is its own grid.
     """
     directions = 2 if bidirectional else 1
     hidden = hidden_size
+    if check_cell(cell) == "grid":
+        return directions * (hidden * input_size + layers * 2 * 4 * hidden * (2 * hidden + 1))
     total = 0
     for layer in range(layers):
         n = input_size if layer == 0 else hidden * directions
@@ -126,6 +142,32 @@ def gru_step(x: Tensor, state: tuple[Tensor], w: LayerWeights) -> tuple[Tensor]:
     return (h,)
 
 
+def _lstm_transform(H: Tensor, m: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+    """One dimension's LSTM transform of a Grid LSTM block: gates from W H + b, memory m."""
+    W_i, W_f, W_c, W_o = weight.chunk(4)
+    b_i, b_f, b_c, b_o = bias.chunk(4)
+    f = torch.sigmoid(H @ W_f.T + b_f)
+    i = torch.sigmoid(H @ W_i.T + b_i)
+    g = torch.tanh(H @ W_c.T + b_c)
+    m = f * m + i * g
+    o = torch.sigmoid(H @ W_o.T + b_o)
+    h = o * torch.tanh(m)
+    return h, m
+
+
+def grid_step(time_state: tuple[Tensor, Tensor], depth_state: tuple[Tensor, Tensor], w: GridWeights
+              ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """Grid LSTM block (t, l) (Kalchbrenner et al. 2015): (h^T, m^T) from block (t-1, l),
+    (h^D, m^D) from block (t, l-1) -> the new time state (to t+1) and depth state (to l+1).
+    Both transforms read the same H = [h^T; h^D]; each keeps its own memory."""
+    (h_time, m_time), (h_depth, m_depth) = time_state, depth_state
+    H = torch.cat([h_time, h_depth], dim=1)                       # (batch, 2H)
+    return (_lstm_transform(H, m_time, w.weight_time, w.bias_time),
+            _lstm_transform(H, m_depth, w.weight_depth, w.bias_depth))
+
+
+# The cells whose layers run one after the other (run_reference). grid's block is grid_step: its
+# layers are linked inside the block, and gridlstm.py walks the grid.
 REFERENCE_STEPS = {"lstm": lstm_step, "peephole": peephole_step, "cifg": cifg_step, "gru": gru_step}
 
 
