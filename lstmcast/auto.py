@@ -160,16 +160,11 @@ def choose(facts: Facts, given: set[str], horizon: int | None = None,
     """The automatic recipe for data with these facts: a Choice for each key not in `given`
     (dotted keys the user set). `horizon`: the user's, when given; `user_members`: how many
     train.members entries the user gave; `tbptt`: train.tbptt (a stateful model: _stateful)."""
-    out: list[Choice] = []
     if tbptt:
         return _stateful(facts, given, horizon)
     if "train.ensemble_lookbacks" in given:
         given = given | {"data.lookback"}
-
-    def pick(key: str, value: Any, reason: str) -> None:
-        if key not in given:
-            out.append(Choice(key, value, reason))
-
+    out, pick = _picker(given)
     if horizon is None or "data.horizon" not in given:
         horizon, why = _horizon(facts)
         pick("data.horizon", horizon, why)
@@ -223,15 +218,21 @@ def choose(facts: Facts, given: set[str], horizon: int | None = None,
     return out
 
 
-def _stateful(facts: Facts, given: set[str], horizon: int | None) -> list[Choice]:
-    """The recipe of a stateful model (train.tbptt): no window normalisation, no window-reading head;
-    each series scaled once on its training part. One member: its state spans the whole history."""
+def _picker(given: set[str]):
+    """(the choices made, pick(key, value, reason)): pick records a Choice for a key not given."""
     out: list[Choice] = []
 
     def pick(key: str, value: Any, reason: str) -> None:
         if key not in given:
             out.append(Choice(key, value, reason))
 
+    return out, pick
+
+
+def _stateful(facts: Facts, given: set[str], horizon: int | None) -> list[Choice]:
+    """The recipe of a stateful model (train.tbptt): no window normalisation, no window-reading head;
+    each series scaled once on its training part. One member: its state spans the whole history."""
+    out, pick = _picker(given)
     if horizon is None or "data.horizon" not in given:
         horizon, why = _horizon(facts)
         pick("data.horizon", horizon, why)
