@@ -145,10 +145,10 @@ def _per_unique(field):
     def wrapped(wall: pd.DatetimeIndex) -> np.ndarray:
         if len(wall) < 65_536:
             return field(wall)
-        codes, unique = pd.factorize(wall.asi8)
+        codes, unique = pd.factorize(wall.values)   # naive datetime64 in the index's own unit
         if len(unique) > len(wall) // 4:
             return field(wall)
-        return field(pd.DatetimeIndex(unique.view("datetime64[ns]")))[codes]
+        return field(pd.DatetimeIndex(unique))[codes]
     wrapped.__doc__ = field.__doc__
     return wrapped
 
