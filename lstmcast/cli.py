@@ -339,7 +339,7 @@ def predict(
         elif not quiet:
             n_series = frame.iloc[:, 0].nunique()
             steps = f" x {len(frame) // n_series} steps" if n_series else ""
-            where = f" (shard {shard})" if shard else ""
+            where = f", shard {shard}" if shard else ""
             print(f"wrote {len(frame)} forecasts ({n_series} series{steps}{where}) to {out}", file=sys.stderr)
 
     _guard(body)

@@ -243,11 +243,10 @@ def predict(data_path: str | Path, run_dir: str | Path, out_path: str | Path | N
     if out_path is not None:  # before any work: a bad --out is found at once
         check_output(out_path, [data_path, future], run_dir)
     run = load_run(run_dir, device)
-    check_horizon(run, horizon)
+    steps = check_horizon(run, horizon)
     series = read_for_run(run, data_path)
     if shard is not None:
         series = series.subset(list(np.flatnonzero(shard_of(series.ids, shard[1]) == shard[0])))
-    steps = check_horizon(run, horizon)
     if len(series) == 0:  # an empty shard: the header alone
         values = np.zeros((0, steps) + ((len(run.levels),) if run.levels else ()))
         frame = forecast_frame(run, series, values)
