@@ -46,6 +46,33 @@ def _line(index: int) -> int:
     return int(index) + 2
 
 
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+class FrameName(str):
+    """The name a pandas DataFrame goes by in messages (read_series(frame, name=...)): its
+    rows are numbered from 1, as they are for Parquet."""
+
+
+def by_rows(path) -> bool:
+    """Whether `path`'s rows are named by number (Parquet, a folder of it, a data frame)
+    rather than by CSV line (the header is line 1)."""
+    if isinstance(path, FrameName):
+        return True
+    path = Path(path)
+    return path.suffix.lower() in PARQUET_SUFFIXES or path.is_dir()
+
+
+def _at(path, index: int) -> str:
+    """Where a row is, for a message: 'sales.csv line 12' or 'sales.parquet row 11'."""
+    return f"{path} row {int(index) + 1}" if by_rows(path) else f"{path} line {_line(index)}"
+
+
+def _other(path, index: int) -> str:
+    """The same place without the file's name: 'line 12' or 'row 11'."""
+    return _at(path, index)[len(str(path)) + 1:]
+
+
 # Cells read as "no value" in value and covariate columns (pandas' defaults); ids stay text.
 NA_TEXT = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
                      "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
@@ -74,12 +101,27 @@ def _dialect(path: Path) -> tuple[str, int]:
     return (best if counts[best] else ","), 0
 
 
-def _read_table(path: Path, text: tuple[str, ...] = ()) -> Table:
-    """Read a CSV; the columns named in `text` (the id column) are kept as text, byte for byte."""
-    if not path.exists():
-        raise LstmcastError(f"{path}: file not found")
-    if not path.is_file():
-        raise LstmcastError(f"{path}: not a file")
+def _read_table(path, text: tuple[str, ...] = (), frame: pd.DataFrame | None = None) -> Table:
+    """Read a CSV, a Parquet file or a folder of Parquet files (by suffix), or take `frame` (a
+    pandas DataFrame, `path` its FrameName); the columns named in `text` (the id column) are kept
+    as text, byte for byte."""
+    if frame is not None:
+        table = Table(_frame_copy(path, frame, text))
+    else:
+        if not path.exists():
+            raise LstmcastError(f"{path}: file not found")
+        if by_rows(path):
+            table = Table(_read_parquet(path, text))
+        else:
+            if not path.is_file():
+                raise LstmcastError(f"{path}: not a file")
+            table = _read_csv(path, text)
+    if table.frame.empty:
+        raise LstmcastError(f"{path}: no data rows" + ("" if by_rows(path) else " below the header"))
+    return _stripped(table, text)
+
+
+def _read_csv(path: Path, text: tuple[str, ...]) -> Table:
     if path.stat().st_size == 0:
         raise LstmcastError(f"{path}: file is empty; expected a CSV with a header row")
     try:
@@ -109,16 +151,78 @@ def _read_table(path: Path, text: tuple[str, ...] = ()) -> Table:
         raise LstmcastError(f"{path}: not a text CSV file (encoding is not UTF-8)") from None
     if not names:
         raise LstmcastError(f"{path}: file is empty; expected a CSV with a header row")
-    if frame.empty:
-        raise LstmcastError(f"{path}: no data rows below the header")
     frame.index = pd.RangeIndex(skip, skip + len(frame))  # so that _line(index) is the file's line
-    for name in frame.columns:  # text columns: surrounding blanks removed (per distinct value)
-        if name in as_text or frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name]):
+    return Table(frame, skip)
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    """The Parquet file itself, or a folder's *.parquet / *.pq files (recursively, sorted)."""
+    if path.is_file():
+        return [path]
+    files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in PARQUET_SUFFIXES)
+    if not files:
+        raise LstmcastError(f"{path}: a folder with no .parquet files in it; pass a CSV or Parquet file, "
+                            f"or a folder of Parquet files")
+    return files
+
+
+def _read_parquet(path: Path, text: tuple[str, ...]) -> pd.DataFrame:
+    """A Parquet file, or a folder of them read as one table (files in name order, rows
+    numbered on from one file to the next); needs pyarrow (the `parquet` extra)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise LstmcastError(f"{path}: reading Parquet needs pyarrow; pip install 'lstmcast[parquet]' "
+                            f"(or pyarrow), or pass a CSV") from None
+    frames = []
+    for file in _parquet_files(path):
+        try:
+            frames.append(pq.read_table(file).to_pandas())
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise LstmcastError(f"{file}: not a readable Parquet file ({str(exc).strip()})") from None
+    names = [list(f.columns) for f in frames]
+    if any(n != names[0] for n in names[1:]):
+        other = next(i for i, n in enumerate(names) if n != names[0])
+        raise LstmcastError(f"{_parquet_files(path)[other]}: its columns differ from "
+                            f"{_parquet_files(path)[0].name}'s; every file of the folder needs the same columns")
+    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return _frame_copy(path, frame, text, copy=False)
+
+
+def _frame_copy(path, frame: pd.DataFrame, text: tuple[str, ...], copy: bool = True) -> pd.DataFrame:
+    """A typed table (Parquet, a DataFrame) in the shape a CSV is read into: plain column names,
+    rows numbered 0.., the `text` columns as strings (missing stays missing), text cells of the
+    NA_TEXT spellings missing elsewhere. The caller's frame is never changed."""
+    if not all(isinstance(c, str) for c in frame.columns):
+        raise LstmcastError(f"{path}: column names must be text (found {[c for c in frame.columns if not isinstance(c, str)][0]!r})")
+    names = [c.strip() for c in frame.columns]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise LstmcastError(f"{path}: column name {', '.join(repr(n) for n in twice)} appears more than once; "
+                            f"give every column its own name")
+    frame = frame.copy() if copy else frame
+    frame.columns = names
+    frame.index = pd.RangeIndex(len(frame))
+    for name in names:
+        column = frame[name]
+        if name in text:
+            if not (column.dtype == object or pd.api.types.is_string_dtype(column)):
+                frame[name] = column.astype(str).where(column.notna())
+        elif column.dtype == object or pd.api.types.is_string_dtype(column):
+            frame[name] = column.where(~column.isin(NA_TEXT))
+    return frame
+
+
+def _stripped(table: Table, text: tuple[str, ...]) -> Table:
+    """Text columns: surrounding blanks removed (per distinct value)."""
+    frame = table.frame
+    for name in frame.columns:
+        if name in text or frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name]):
             codes, uniques = pd.factorize(frame[name], use_na_sentinel=True)
             stripped = pd.Index(uniques.astype(str)).str.strip()
             if not stripped.equals(pd.Index(uniques.astype(str))):
                 frame[name] = pd.Series(np.asarray(stripped, dtype=object)[codes], index=frame.index).where(codes >= 0)
-    return Table(frame, skip)
+    return table
 
 
 def _require(path: Path, frame: pd.DataFrame, name: str, option: str | None) -> None:
@@ -219,7 +323,7 @@ def _reorder_dmy(path: Path, raw: pd.Series, time_col: str, dayfirst: bool | Non
             dayfirst = True
         elif not (a > 12).any():
             row = raw.index[(a != b).to_numpy()][0]
-            raise LstmcastError(f"{path} line {_line(row)}, column '{time_col}': {raw[row]!r} reads as "
+            raise LstmcastError(f"{_at(path, row)}, column '{time_col}': {raw[row]!r} reads as "
                                 f"day/month and as month/day and no date in the file tells which; set "
                                 f"--set data.dayfirst=true (or false), or write dates as 2021-02-01")
     day, month = (a, b) if dayfirst else (b, a)
@@ -238,7 +342,7 @@ def _parse_times(path: Path, frame: pd.DataFrame, time_col: str, dayfirst: bool 
     column = frame[time_col]
     codes, uniques = pd.factorize(column)  # parse each distinct timestamp text once
     if (codes < 0).any():
-        raise LstmcastError(f"{path} line {_line(column.index[codes < 0][0])}, column '{time_col}': "
+        raise LstmcastError(f"{_at(path, column.index[codes < 0][0])}, column '{time_col}': "
                             f"empty timestamp; every row needs one")
     if pd.api.types.is_numeric_dtype(column):
         raise LstmcastError(f"{path}, column '{time_col}': holds numbers, not timestamps; write dates "
@@ -247,13 +351,13 @@ def _parse_times(path: Path, frame: pd.DataFrame, time_col: str, dayfirst: bool 
     raw = pd.Series(np.asarray(uniques, dtype=object), index=column.index[first])
     text = raw.astype(str).str.strip()
     if (text == "").any():
-        raise LstmcastError(f"{path} line {_line(text.index[text == ''][0])}, column '{time_col}': "
+        raise LstmcastError(f"{_at(path, text.index[text == ''][0])}, column '{time_col}': "
                             f"empty timestamp; every row needs one")
     aware = text.str.extract(_OFFSET)[0].notna()
     if aware.any() and not aware.all():
         naive_row, aware_row = raw.index[~aware.to_numpy()][0], raw.index[aware.to_numpy()][0]
-        raise LstmcastError(f"{path} line {_line(naive_row)}, column '{time_col}': {text[naive_row]!r} has no "
-                            f"UTC offset but line {_line(aware_row)} has ({text[aware_row]!r}); write every "
+        raise LstmcastError(f"{_at(path, naive_row)}, column '{time_col}': {text[naive_row]!r} has no "
+                            f"UTC offset but {_other(path, aware_row)} has ({text[aware_row]!r}); write every "
                             f"timestamp with its offset, or none")
     ordered, dayfirst = _reorder_dmy(path, text, time_col, dayfirst)
     source = ordered if ordered is not None else text
@@ -271,7 +375,7 @@ def _parse_times(path: Path, frame: pd.DataFrame, time_col: str, dayfirst: bool 
     bad = times.isna()
     if bad.any():
         row = raw.index[bad][0]
-        raise LstmcastError(f"{path} line {_line(row)}, column '{time_col}': cannot parse "
+        raise LstmcastError(f"{_at(path, row)}, column '{time_col}': cannot parse "
                             f"{str(raw[row])!r} as a timestamp; use e.g. 2024-01-31 or 2024-01-31 13:00")
     try:
         distinct = pd.DatetimeIndex(times).as_unit("ns")
@@ -312,7 +416,7 @@ def _parse_values(path: Path, frame: pd.DataFrame, column: str) -> pd.Series:
             | np.isinf(values.to_numpy(dtype=float))
     if bad.any():
         row = raw.index[bad][0]
-        raise LstmcastError(f"{path} line {_line(row)}, column '{column}': {str(raw[row])!r} is not "
+        raise LstmcastError(f"{_at(path, row)}, column '{column}': {str(raw[row])!r} is not "
                             f"a finite number; fix the value or leave the cell empty")
     if pd.api.types.is_bool_dtype(values):
         raise LstmcastError(f"{path}, column '{column}': holds true/false values, not numbers")
@@ -330,7 +434,7 @@ def _parse_covariate(path: Path, frame: pd.DataFrame, column: str) -> np.ndarray
         row = raw.index[bad][0]
         what = "is empty" if pd.isna(raw[row]) or str(raw[row]).strip() == "" else \
             f"{str(raw[row])!r} is not a finite number"
-        raise LstmcastError(f"{path} line {_line(row)}, column '{column}': {what}; a covariate needs a "
+        raise LstmcastError(f"{_at(path, row)}, column '{column}': {what}; a covariate needs a "
                             f"finite number in every row")
     return values.to_numpy(dtype=np.float64)
 

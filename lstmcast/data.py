@@ -22,7 +22,9 @@ from .csvread import (  # noqa: F401  (Columns, DEFAULT_*, NA_TEXT, Table, resol
     NA_TEXT,
     Columns,
     Table,
-    _line,
+    FrameName,
+    _at,
+    _other,
     _parse_covariate,
     _parse_times,
     _parse_values,
@@ -134,12 +136,12 @@ def _long_table(path: Path, table: Table, columns: Columns, covariates: tuple[st
             ids = frame[columns.id_col].fillna("")
             missing = ids == ""
             if missing.any():
-                raise LstmcastError(f"{path} line {_line(frame.index[missing][0])}, column "
+                raise LstmcastError(f"{_at(path, frame.index[missing][0])}, column "
                                     f"'{columns.id_col}': empty series id; every row needs one")
         else:
             ids = pd.Series(target, index=frame.index)
         parts.append(pd.DataFrame({"id": ids, "time": times, "value": values[target],
-                                   "line": frame.index.to_numpy() + 2,
+                                   "row": frame.index.to_numpy(),
                                    **{f"cov:{k}": v for k, v in shared.items()}}))
     return pd.concat(parts, ignore_index=True), zone, dayfirst
 
@@ -166,11 +168,11 @@ def _sorted(path: Path, table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, 
     dup = (codes[1:] == codes[:-1]) & (times[1:] == times[:-1])
     if dup.any():
         pairs = pd.DataFrame({"id": [str(ids[c]) for c in codes[1:][dup]], "time": times[1:][dup],
-                              "first": table["line"].to_numpy()[order][:-1][dup],
-                              "line": table["line"].to_numpy()[order][1:][dup]})
+                              "first": table["row"].to_numpy()[order][:-1][dup],
+                              "row": table["row"].to_numpy()[order][1:][dup]})
         worst = pairs.sort_values(["id", "time", "first"]).iloc[0]
-        raise LstmcastError(f"{path} line {worst['line']}: duplicate row for series "
-                            f"'{worst['id']}' at {pd.Timestamp(worst['time'])} (first at line {worst['first']}); "
+        raise LstmcastError(f"{_at(path, worst['row'])}: duplicate row for series "
+                            f"'{worst['id']}' at {pd.Timestamp(worst['time'])} (first at {_other(path, worst['first'])}); "
                             f"keep one row per series and timestamp")
     table = table if in_order else table.iloc[order].reset_index(drop=True)
     return table, codes, [str(i) for i in ids]
@@ -309,19 +311,22 @@ def _regularise(path: Path, table: pd.DataFrame, codes: np.ndarray, ids: list[st
     return list(series_starts), values, extra
 
 
-def read_series(path: str | Path, *, id_col: str | None = None, time_col: str | None = None,
+def read_series(path: str | Path | pd.DataFrame, *, id_col: str | None = None, time_col: str | None = None,
                 target: list[str] | None = None, fill: str = "error",
                 expected_freq: str | None = None, covariates: list[str] | None = None,
-                freq: str | None = None, dayfirst: bool | None = None) -> SeriesSet:
-    """Read and validate a long or wide CSV into a SeriesSet (see the README's CSV contract).
+                freq: str | None = None, dayfirst: bool | None = None, name: str = "data frame") -> SeriesSet:
+    """Read and validate a long or wide table into a SeriesSet (see the README's CSV contract):
+    a CSV, a Parquet file or folder of Parquet files (by suffix), or a pandas DataFrame (never
+    changed; messages call it `name` and number its rows from 1).
 
     `expected_freq` is set when reading for a trained run: the columns and frequency are fixed.
     `covariates`: numeric columns read per row (in a wide file shared by every series).
     `freq`: the stated frequency (data.freq), checked against the data; None: inferred.
     `dayfirst`: how to read 01/02/2021 (data.dayfirst); None: from the data, error if ambiguous.
     """
-    path = Path(path)
-    table = _read_table(path, (id_col or DEFAULT_ID,))
+    given = path if isinstance(path, pd.DataFrame) else None
+    path = FrameName(name) if given is not None else Path(path)
+    table = _read_table(path, (id_col or DEFAULT_ID,), given)
     frame = table.frame
     names = tuple(covariates or ())
     trained = expected_freq is not None
@@ -353,7 +358,7 @@ def read_future(path: str | Path, series: SeriesSet, names: tuple[str, ...], ste
     dup = table.duplicated(["id", "time"], keep="first")
     if dup.any():
         row = int(table["row"][dup].iloc[0])
-        raise LstmcastError(f"{path} line {_line(frame.index[row])}: duplicate row for series '{table['id'][row]}' at "
+        raise LstmcastError(f"{_at(path, frame.index[row])}: duplicate row for series '{table['id'][row]}' at "
                             f"{times.iloc[row]}; keep one row per series and timestamp")
     need_ids = np.repeat(np.array(series.ids if cols.id_in_input else [""] * len(series), dtype=object), steps)
     need_times = series.all_future_times(steps)

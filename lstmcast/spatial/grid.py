@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .. import timegrid
-from ..csvread import DEFAULT_TARGET, DEFAULT_TIME, _line, _parse_times, _parse_values, _read_table
+from ..csvread import DEFAULT_TARGET, DEFAULT_TIME, _at, _other, _parse_times, _parse_values, _read_table
 from ..data import _fill_flat, _show, resolve_frequency
 from ..errors import LstmcastError
 
@@ -143,7 +143,7 @@ def _cell_text(path: Path, frame: pd.DataFrame, name: str) -> pd.Series:
     empty = column.isna() | (column.astype(str).str.strip() == "")
     if empty.any():
         row = column.index[empty.to_numpy()][0]
-        raise LstmcastError(f"{path} line {_line(row)}, column '{name}': empty grid coordinate; every row "
+        raise LstmcastError(f"{_at(path, row)}, column '{name}': empty grid coordinate; every row "
                             f"needs one")
     return column.astype(str).str.strip()
 
@@ -201,9 +201,9 @@ def read_grid(path: str | Path, grid: list[str], *, time_col: str | None = None,
     if len(twice):
         first, again = frame.index[order[twice[0]]], frame.index[order[twice[0] + 1]]
         at = times.iloc[order[twice[0]]]
-        raise LstmcastError(f"{path} line {_line(again)}: timestamp {_show(at)}, "
+        raise LstmcastError(f"{_at(path, again)}: timestamp {_show(at)}, "
                             f"{_describe_cell(columns, coords_full, int(cell[order[twice[0]]]))} appears again "
-                            f"(first on line {_line(first)}); keep one row per timestamp and grid cell")
+                            f"(first on {_other(path, first)}); keep one row per timestamp and grid cell")
 
     n_cells = height * width
     channels = []
