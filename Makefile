@@ -27,7 +27,7 @@ DEMO_CUT := import pandas as p; f = p.read_csv('sample_data/sales_monthly.csv');
 demo: install
 	mkdir -p runs
 	$(PY) -c "$(DEMO_CUT)"
-	$(BIN)/lstmcast train runs/demo-train.csv --out runs/demo --config configs/monthly.yaml --overwrite
+	$(BIN)/lstmcast train runs/demo-train.csv --out runs/demo --horizon 12 --overwrite
 	$(BIN)/lstmcast predict sample_data/sales_monthly.csv --model runs/demo --out runs/demo-forecasts.csv
 	$(BIN)/lstmcast evaluate sample_data/sales_monthly.csv --model runs/demo --out runs/demo-metrics.json
 	@echo "forecasts: runs/demo-forecasts.csv   metrics: runs/demo-metrics.json (2024, held out)   model: runs/demo/"

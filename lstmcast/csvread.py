@@ -47,6 +47,7 @@ def _line(index: int) -> int:
 
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
+NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
 
 
 class FrameName(str):
@@ -60,7 +61,7 @@ def by_rows(path) -> bool:
     if isinstance(path, FrameName):
         return True
     path = Path(path)
-    return path.suffix.lower() in PARQUET_SUFFIXES or path.is_dir()
+    return path.suffix.lower() in PARQUET_SUFFIXES + NETCDF_SUFFIXES or path.is_dir()
 
 
 def _at(path, index: int) -> str:
@@ -110,7 +111,9 @@ def _read_table(path, text: tuple[str, ...] = (), frame: pd.DataFrame | None = N
     else:
         if not path.exists():
             raise LstmcastError(f"{path}: file not found")
-        if by_rows(path):
+        if path.suffix.lower() in NETCDF_SUFFIXES:
+            table = Table(_read_netcdf(path, text))
+        elif by_rows(path):
             table = Table(_read_parquet(path, text))
         else:
             if not path.is_file():
@@ -186,6 +189,24 @@ def _read_parquet(path: Path, text: tuple[str, ...]) -> pd.DataFrame:
         raise LstmcastError(f"{_parquet_files(path)[other]}: its columns differ from "
                             f"{_parquet_files(path)[0].name}'s; every file of the folder needs the same columns")
     frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    return _frame_copy(path, frame, text, copy=False)
+
+
+def _read_netcdf(path: Path, text: tuple[str, ...]) -> pd.DataFrame:
+    """A NetCDF file as a long table: one row per point of its dimensions (time, lat, lon, ...),
+    a column per dimension and per variable (xarray's to_dataframe); needs xarray and h5netcdf
+    (the `netcdf` extra)."""
+    try:
+        import xarray
+    except ImportError:
+        raise LstmcastError(f"{path}: reading NetCDF needs xarray; pip install 'lstmcast[netcdf]', "
+                            f"or pass a CSV or Parquet file") from None
+    try:
+        with xarray.open_dataset(path) as data:
+            frame = data.to_dataframe().reset_index()
+    except (OSError, ValueError) as exc:  # not NetCDF, or no engine installed that reads it
+        raise LstmcastError(f"{path}: not a readable NetCDF file ({str(exc).strip().splitlines()[0]}); "
+                            f"pip install 'lstmcast[netcdf]' for NetCDF-4 files") from None
     return _frame_copy(path, frame, text, copy=False)
 
 
