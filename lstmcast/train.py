@@ -227,12 +227,16 @@ def _train_in(work: Path, series: SeriesSet, config: Config, runtime: Runtime, f
                             f"member like the ones trained")
             emit(Note(f"time budget: {run.budget.cut[-1]}"))
             break
-        deadline = run.budget.member_deadline(run.planned - member + 1)
+        plans = state is None and member == 1
+        # The member that sizes the ensemble may use the whole budget until it has (after its
+        # second epoch): an equal share of the ensemble's default size could end it after one
+        # epoch on a slow machine, and every member after it would then plan one epoch too.
+        deadline = run.budget.member_deadline(1 if plans else run.planned - member + 1)
         job = _member(run, member)
         fit = new_fit(job.config, config.member_seed(member), runtime.device, run.dims, job.batches.steps)
         if state is not None and state["member"] == member:
             fit.restore(state)
-        _fit_member(run, job, fit, runtime, emit, on_event is not None, deadline, state is None and member == 1)
+        _fit_member(run, job, fit, runtime, emit, on_event is not None, deadline, plans)
     return _finalize(run, fit, runtime, emit)
 
 

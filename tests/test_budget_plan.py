@@ -1,0 +1,52 @@
+"""The time budget on a slow machine: the member that sizes the ensemble gets the epochs it
+needs to measure one, and the ensemble is sized from them, instead of every member stopping
+after one epoch (an equal share of the default ensemble size was its first deadline)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+
+import pytest
+from conftest import SALES, cli
+
+from lstmcast.budget import EPOCHS_PER_MEMBER
+
+train_module = importlib.import_module("lstmcast.train")   # (lstmcast.train is also the function)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+EPOCH_SECONDS = 50.0   # each epoch "takes" this much longer: a machine 50x slower than this one
+
+
+@pytest.fixture
+def slow_epochs(monkeypatch):
+    """time.perf_counter runs EPOCH_SECONDS ahead during every epoch's training steps."""
+    real_clock, real_epoch = time.perf_counter, train_module.run_epoch
+    ahead = [0.0]
+
+    def epoch(*args, **kwargs):
+        result = real_epoch(*args, **kwargs)
+        ahead[0] += EPOCH_SECONDS
+        return result
+
+    monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + ahead[0])
+    monkeypatch.setattr(train_module, "run_epoch", epoch)
+    return ahead
+
+
+def test_slow_epochs_train_fewer_members_for_longer(tmp_path, slow_epochs):
+    run = tmp_path / "slow"
+    result = cli("train", SALES, "--out", run, "--set", "model.hidden_size=8", "--set", "model.layers=1",
+                 "--set", "train.epochs=30", "--set", "train.patience=30", "--set", "train.recipe=auto", "--time-budget", "10m")
+    assert result.exit_code == 0, result.stderr
+    rows = (run / "history.csv").read_text().splitlines()[1:]
+    members = [int(row.split(",")[0]) for row in rows]
+    # 600 s of budget, 50 s epochs, about EPOCHS_PER_MEMBER epochs a member: one member fits.
+    assert 600 // (EPOCHS_PER_MEMBER * EPOCH_SECONDS) == 1
+    assert set(members) == {1}
+    assert 8 <= members.count(1) <= 12                         # the budget's epochs, not one
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert any(cut.startswith("1 of 12 members planned") for cut in metrics["time_budget"]["cut"])
+    assert metrics["time_budget"]["used"] <= 600
