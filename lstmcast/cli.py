@@ -285,7 +285,7 @@ def train(
                                 for name, c in zip(conformal["names"], conformal["corrections"]))
             reporter.info(f"conformal corrections from {conformal['n_calibration']} calibration windows "
                           f"(held out from training and early stopping; mean over steps, "
-                          f"window-normalised units): {widened}")
+                          f"in the model's units, window-normalised or scaled): {widened}")
         losing = _loses_to_seasonal_naive(result.metrics.get("validation", {}))
         if losing and not quiet:
             print(f"lstmcast: warning: {losing}", file=sys.stderr)

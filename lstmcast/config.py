@@ -375,8 +375,6 @@ def _stateful_conflict(config: Config) -> tuple[str, str] | None:
     for key, on, why in (("model.bidirectional", model.bidirectional, "reading backwards needs the window's end"),
                          ("model.attention", model.attention, "attention weighs the states of one window"),
                          ("model.linear_skip", model.linear_skip, "the skip reads a window of lookback values"),
-                         ("model.conformal", model.conformal, "its calibration is not implemented for "
-                                                              "stateful runs"),
                          ("train.ensemble_lookbacks", train.ensemble_lookbacks, window),
                          ("train.max_windows_per_series", train.max_windows_per_series, window),
                          ("train.windows_per_epoch", train.windows_per_epoch, window),

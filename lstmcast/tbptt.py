@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .quantiles import keep_monotone
+from .quantiles import keep_monotone, widen
 from .windows import SeriesBuffer, _ranges
 
 # Steps per no-grad chunk when warming the state to forecast: the state is the same whatever the
@@ -204,9 +204,15 @@ def forecast_origins(model, buffer: SeriesBuffer, origins: np.ndarray, index: np
     members = list(model.members) if hasattr(model, "members") else [model]
     out = [_member_origins(member, buffer, origins, index, runtime, chunk, slots) for member in members]
     if len(out) == 1:
-        return out[0]
-    forecasts = torch.stack(out).quantile(0.5, dim=0)
-    return keep_monotone(forecasts, model.median_index) if model.levels is not None else forecasts
+        forecasts = out[0]
+    else:
+        forecasts = torch.stack(out).quantile(0.5, dim=0)
+        if model.levels is not None:
+            forecasts = keep_monotone(forecasts, model.median_index)
+    if getattr(model, "corrections", None) is not None:  # conformal: scores in per-series scaled units
+        forecasts = widen(forecasts.float(), model.corrections, model.pairs, model.median_index,
+                          torch.ones(len(forecasts), 1, device=forecasts.device))
+    return forecasts
 
 
 def _member_origins(model, buffer: SeriesBuffer, origins: np.ndarray, index: np.ndarray, runtime,

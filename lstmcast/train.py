@@ -59,6 +59,7 @@ from .validation import (  # noqa: F401  (minimum_length .. calibrate re-exporte
     Parts,
     calibrate,
     calibrated,
+    calibration_origins,
     calibration_starts,
     minimum_length,
     sampled,
@@ -426,8 +427,8 @@ def _finalize(run: RunState, fit: Fit, runtime: Runtime, emit: Callback) -> Trai
     if config.model.conformal:
         # From the weights chosen before any refit, on the calibration windows: the only errors
         # that neither trained these weights nor chose their epoch.
-        metrics["conformal"] = calibrate(model, run.buffer, calibration_starts(run.buffer, parts),
-                                         parts.horizon, runtime)
+        metrics["conformal"] = calibrate(model, run.buffer, calibration_starts(run.buffer, parts), parts.horizon,
+                                         runtime, calibration_origins(parts) if config.train.tbptt else None)
         metrics["conformal"]["windows"] = CALIBRATION_WINDOWS + (
             "; refit trained on them afterwards" if any(run.refits) else "")
         run.meta = dataclasses.replace(run.meta, conformal=metrics["conformal"])

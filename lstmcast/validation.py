@@ -111,6 +111,12 @@ def calibration_starts(buffer: SeriesBuffer, parts: Parts) -> torch.Tensor:
     return buffer.origin_starts(parts.stop_end[index], index)
 
 
+def calibration_origins(parts: Parts) -> tuple[np.ndarray, np.ndarray]:
+    """(origins, series index) of the calibration windows, for a stateful model's forecast_origins."""
+    index = np.flatnonzero(parts.calibrated)
+    return parts.stop_end[index], index
+
+
 def seen_by_run(series: SeriesSet, parts: Parts, refits: list[bool]) -> dict:
     """The checkpoint's "seen" (format 4), what evaluate labels in-sample by: per series (in
     series_ids order) the timestamp of the last point of its training part, of its early-stopping
@@ -189,14 +195,20 @@ def validation_metrics(model, buffer: SeriesBuffer, parts: Parts, series: Series
 
 @torch.no_grad()
 def calibrate(model: Ensemble, buffer: SeriesBuffer, val_starts: torch.Tensor, horizon: int,
-              runtime: Runtime | None = None) -> dict:
+              runtime: Runtime | None = None, origins: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
     """Conformalized quantile regression on the calibration windows `starts` (calibration_starts:
     neither trained on nor used to choose the epoch): per symmetric pair of levels and per step, the
     correction (window-normalised units) that makes the interval cover its nominal share of their
-    targets. Plain lists, for the checkpoint and metrics.json. Without `runtime`: fp32."""
-    quantiles = forecast_windows(model, buffer.model_inputs, val_starts, runtime)  # (n, horizon, Q)
+    targets. Plain lists, for the checkpoint and metrics.json. Without `runtime`: fp32.
+    `origins` (origins, series index; calibration_origins): a stateful model's forecasts of the
+    same windows, from its state over each series' history before them."""
     _, targets = buffer.windows(val_starts, horizon)                                     # (n, horizon)
-    scale = model.conformal_scale(buffer.inputs(val_starts))                             # (n, 1)
+    if origins is not None:  # a stateful model: the state warmed over each series up to its window
+        quantiles = forecast_origins(model, buffer, *origins, runtime)                   # (n, horizon, Q)
+        scale = torch.ones(len(targets), 1, device=targets.device)   # window_norm none: scaled units
+    else:
+        quantiles = forecast_windows(model, buffer.model_inputs, val_starts, runtime)
+        scale = model.conformal_scale(buffer.inputs(val_starts))                         # (n, 1)
     pairs = quantile_pairs(model.levels)
     corrections = []
     for lo, hi in pairs:
