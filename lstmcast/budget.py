@@ -70,6 +70,7 @@ class Budget:
     seconds: float | None
     started: float = field(default_factory=time.perf_counter)
     cut: list[str] = field(default_factory=list)   # what the budget stopped, for metrics.json
+    finish: float = 0.0   # measured estimate of the wrap-up after training (see finish_estimate)
 
     @property
     def limited(self) -> bool:
@@ -82,8 +83,15 @@ class Budget:
         """Seconds left for training (the reserve kept apart)."""
         if self.seconds is None:
             return math.inf
-        reserve = max(RESERVE_MIN, RESERVE_SHARE * self.seconds)
+        reserve = max(RESERVE_MIN, RESERVE_SHARE * self.seconds, self.finish)
         return self.seconds - reserve - self.elapsed()
+
+    def finish_estimate(self, members: int, validation_seconds: float, save_seconds: float) -> None:
+        """The wrap-up after the last epoch, from what its parts took during training: member
+        selection forecasts each member's validation windows once and the validation metrics once
+        more (`validation_seconds`: the slowest validation pass of a member), then model.pt is
+        written (`save_seconds`); kept out of the time left for training when above the fixed reserve."""
+        self.finish = (2 * members + 1) * validation_seconds + 2 * save_seconds
 
     def member_deadline(self, members_left: int) -> float:
         """perf_counter time by which the member starting now should be done: an equal share of

@@ -56,6 +56,7 @@ class RunState:
     # epochs or skipped its refit): {member: {"train.epochs": 7, ...}}, recorded in config.yaml.
     ran: dict = dataclasses.field(default_factory=dict)
     planned: int = 0       # members the budget leaves room for (0: not planned yet, all of them)
+    timings: tuple[float, float] = (0.0, 0.0)   # slowest validation pass, slowest last.pt write (seconds)
 
     def save_best(self, weights: dict) -> None:
         """model.pt: the finished members' weights and `weights` for the member in training."""

@@ -334,12 +334,14 @@ def _epoch(run: RunState, job: _Member, fit: Fit, runtime: Runtime, emit: Callba
     epoch_of = tbptt.run_epoch if tc.tbptt else run_epoch
     train_loss = epoch_of(fit.model, fit.optimizer, job.batches, job.loss, fit.generator, runtime, on_step,
                           deadline, getattr(fit.scheduler, "batch", None))
+    trained = time.perf_counter()
     if tc.tbptt:  # the state warmed over each validated series' training part, then its forecast
         index = np.flatnonzero(run.parts.validated)
         val_loss = tbptt.validation_loss(fit.model, job.view, run.parts.train[index], index,
                                          job.batches.horizon, job.loss, runtime)
     else:
         val_loss = validation_loss(fit.model, job.view, job.val_starts, job.batches.horizon, job.loss, runtime)
+    validated = time.perf_counter()
     if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
         raise LstmcastError(f"training diverged at epoch {epoch} (train loss {train_loss}, "
                             f"validation loss {val_loss}); lower train.lr (now {tc.lr:g})" + (
@@ -353,8 +355,11 @@ def _epoch(run: RunState, job: _Member, fit: Fit, runtime: Runtime, emit: Callba
     seconds, lr = time.perf_counter() - started, fit.optimizer.param_groups[0]["lr"]
     run.log({"member": job.member, "epoch": epoch, "train_loss": train_loss,
              "val_loss": val_loss, "lr": lr, "seconds": round(seconds, 4)})
+    saving = time.perf_counter()
     save_checkpoint(run.meta.to_checkpoint(None, **fit.resumable(), member=job.member, members_done=run.done,
                                            members_held_out=run.held_out, history=run.history), run.work / LAST)
+    run.timings = (max(run.timings[0], validated - trained), max(run.timings[1], time.perf_counter() - saving))
+    run.budget.finish_estimate(max(run.planned, job.member), *run.timings)
     emit(EpochEnd(job.member, run.config.train.ensemble, epoch, tc.epochs, train_loss, val_loss, lr,
                   seconds, improved))
 

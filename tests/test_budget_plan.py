@@ -50,3 +50,16 @@ def test_slow_epochs_train_fewer_members_for_longer(tmp_path, slow_epochs):
     metrics = json.loads((run / "metrics.json").read_text())
     assert any(cut.startswith("1 of 12 members planned") for cut in metrics["time_budget"]["cut"])
     assert metrics["time_budget"]["used"] <= 600
+
+
+def test_the_wrap_up_is_kept_out_of_the_training_time():
+    """Selection and validation forecast every member's windows after the last epoch: measured
+    passes keep their time apart when it is more than the fixed reserve (3%, at least 1 s)."""
+    from lstmcast.budget import Budget
+    budget = Budget(100.0)
+    assert budget.left() == pytest.approx(97.0, abs=0.1)              # the fixed reserve
+    budget.finish_estimate(members=12, validation_seconds=0.5, save_seconds=0.25)
+    assert budget.finish == pytest.approx(25 * 0.5 + 0.5)
+    assert budget.left() == pytest.approx(100.0 - 13.0, abs=0.1)
+    budget.finish_estimate(members=1, validation_seconds=0.1, save_seconds=0.1)
+    assert budget.left() == pytest.approx(97.0, abs=0.1)              # below the fixed reserve: that one
