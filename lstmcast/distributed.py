@@ -104,6 +104,9 @@ class Ranks:
             return
         backend = "nccl" if device_type == "cuda" else "gloo"
         if backend == "nccl":
+            if self.local_rank >= torch.cuda.device_count():
+                raise LstmcastError(f"LOCAL_RANK {self.local_rank}: this machine has {torch.cuda.device_count()} "
+                                    f"GPU(s); start at most that many processes per node, or use --device cpu")
             torch.cuda.set_device(self.local_rank)
         dist.init_process_group(backend, rank=self.rank, world_size=self.world, timeout=TIMEOUT)
         try:

@@ -6,10 +6,11 @@ objects of events.py (re-exported here); the CLI renders them.
 Before anything is written, preflight.py checks the data and the config (and a --resume) and
 resolves what was detected. The recipe (_train_in): _prepare (split, scale, features, device
 buffer) -> per ensemble member _fit_member (its _epoch loop, then _refit) -> _finalize (validation
-metrics, conformal corrections, metrics.json). What the members share, how many of them and how
-many epochs the time budget fits, and which are kept live in members.py; the time split and what
-is measured on it in validation.py, the losses in losses.py, a member's resumable state in
-fitstate.py, device and precision in runtime.py.
+metrics, conformal corrections, metrics.json). One pass over the windows is epoch.py's run_epoch.
+What the members share, how many of them and how many epochs the time budget fits, and which are
+kept live in members.py; the time split and what is measured on it in validation.py, the losses
+in losses.py, a member's resumable state in fitstate.py, device, precision and the torchrun rank
+in runtime.py (distributed.py: what the ranks exchange).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .covariates import FeatureSpec
 from .data import SeriesSet, read_series
 from .device import describe
 from .distributed import Ranks
+from .epoch import Batches, run_epoch  # noqa: F401  (Batches re-exported: benchmarks)
 from .errors import LstmcastError
 from .events import LOSS_EVERY, Callback, EpochEnd, Note, Step, TrainResult, TrainStart  # noqa: F401  (re-exported)
 from .fitstate import Fit, LinearDecay, make_optimizer, new_fit, parameter_groups  # noqa: F401  (parameter_groups re-exported)
@@ -74,67 +76,6 @@ from .validation import (  # noqa: F401  (minimum_length .. calibrate re-exporte
     validation_metrics,
 )
 from .windows import SeriesBuffer
-
-
-@dataclass
-class Batches:
-    """The windows an epoch trains on, and how: `starts` of `buffer` with `horizon` targets each, in
-    shuffled batches of `batch_size`, gradients clipped to norm `clip` (0: not clipped); with
-    `per_epoch`, an epoch is that many of them, drawn anew each epoch."""
-
-    buffer: SeriesBuffer
-    starts: torch.Tensor
-    horizon: int
-    batch_size: int
-    clip: float
-    per_epoch: int | None = None
-
-    @property
-    def windows(self) -> int:
-        """Windows one epoch trains on."""
-        return len(self.starts) if self.per_epoch is None else min(self.per_epoch, len(self.starts))
-
-    @property
-    def steps(self) -> int:
-        return math.ceil(self.windows / self.batch_size)
-
-
-def run_epoch(model, optimizer, batches: Batches, loss_fn: Loss, generator: torch.Generator,
-              runtime: Runtime, on_step: Callable[[int, int, torch.Tensor], None] | None = None,
-              deadline: float = math.inf, on_batch: Callable[[], None] | None = None) -> float:
-    """One pass over the training windows (or `batches.per_epoch` of them) in a random order;
-    returns the mean training loss. Past `deadline` (time.perf_counter) no further step starts.
-
-    The hot loop has no host sync: losses are summed on the device and read once at the end
-    (and every LOSS_EVERY steps when someone is listening). Under torchrun (runtime.ranks) every
-    rank draws the same global batch and trains on its slice; the gradients are the batch's.
-    """
-    model.train()
-    buffer, starts, ranks = batches.buffer, batches.starts, runtime.ranks
-    device = starts.device
-    order = torch.randperm(len(starts), generator=generator)[:batches.per_epoch].to(device, non_blocking=True)
-    steps, seen = batches.steps, 0
-    total = torch.zeros((), device=device)
-    for step, rows in enumerate(torch.split(order, batches.batch_size), start=1):
-        if step > 1 and ranks.past(deadline):
-            break
-        mine, share = ranks.shard(rows)  # one process: all of rows, share 1
-        batch = starts[mine]
-        inputs, targets = buffer.windows(batch, batches.horizon)  # (B, L, F), (B, H)
-        loss = window_loss(model, inputs, targets, loss_fn, runtime, buffer.future(batch), buffer.series(batch))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        ranks.average(model, share)
-        if batches.clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), batches.clip)
-        optimizer.step()
-        if on_batch is not None:  # the linear schedule
-            on_batch()
-        total += loss.detach() * (len(rows) * share)
-        seen += len(rows)
-        if on_step is not None:
-            on_step(step, steps, ranks.running(total))
-    return float(ranks.sum(total)) / max(seen, 1)
 
 
 def train(data_path: str | Path, out_dir: str | Path, config: Config | None = None, *,

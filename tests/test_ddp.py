@@ -71,7 +71,8 @@ def launch(world: int, args: list[str], code: str | None = None, cwd: Path = ROO
     finally:
         for proc in procs:
             proc.kill()
-    return [subprocess.CompletedProcess(proc.args, proc.returncode, out, err) for proc, (out, err) in zip(procs, outputs)]
+    return [subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+            for proc, (out, err) in zip(procs, outputs)]
 
 
 def torchrun(world: int, args: list[str]) -> subprocess.CompletedProcess:
@@ -174,7 +175,8 @@ def test_a_batch_the_ranks_cannot_split_is_one_error(runs):
 
 def test_an_error_on_one_rank_alone_ends_every_rank(runs, tmp_path):
     # Rank 1's data file is missing (a node without it): rank 0 says so, and neither waits.
-    code = "import os, sys\nif os.environ['RANK'] == '1': sys.argv[2] += '.missing'\nfrom lstmcast.cli import main\nmain()"
+    code = ("import os, sys\nif os.environ['RANK'] == '1': sys.argv[2] += '.missing'\n"
+            "from lstmcast.cli import main\nmain()")
     rank0, rank1 = launch(2, ["train", runs["data"], "--out", tmp_path / "run", *sets()], code=code)
     assert rank0.returncode == rank1.returncode == 2
     [line] = rank0.stderr.splitlines()
