@@ -116,14 +116,15 @@ def _train_locked(data_path: Path, out: Path, config: Config, resume: bool, over
     budget = Budget(parse_duration(config.train.time_budget), agree=ranks.agree)
     with ranks.together():  # everything the user can get wrong is checked before anything is written
         series, config, choices = _checked(data_path, config, resume, ranks)
-    ranks.same(data_fingerprint(series) + config.to_yaml(),
+    fingerprint = data_fingerprint(series)
+    ranks.same(fingerprint + config.to_yaml(),
                f"{data_path}: the ranks read different data or resolved different configs; every rank must "
                f"read the same file with the same options (and, for --resume, see the same run directory)")
-    with ranks.together():  # rank 0 prepares the run directory; every rank reads a --resume's state
+    with ranks.together():  # rank 0 checks the run directory; every rank reads a --resume's state
         work = rundir.prepare(out, resume, overwrite) if ranks.writes else out
-        fingerprint = data_fingerprint(series)
         state = check_resume(out, config, fingerprint, data_path) if resume else None
         runtime = Runtime.resolve(config.train.device, config.train.precision, config.cells_in_use(), ranks)
+    with ranks.together():  # apart: a failure of another rank above leaves no new directory behind
         fresh = rundir.create(work) if ranks.writes else False
     emit = on_event or (lambda event: None)
     for choice in choices:
