@@ -15,6 +15,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .errors import LstmcastError
 
@@ -71,6 +72,8 @@ class Budget:
     started: float = field(default_factory=time.perf_counter)
     cut: list[str] = field(default_factory=list)   # what the budget stopped, for metrics.json
     finish: float = 0.0   # measured estimate of the wrap-up after training (see finish_estimate)
+    # Under torchrun every rank has its own clock, and rank 0's decides (distributed.Ranks.agree).
+    agree: Callable[[object], object] = field(default=lambda value: value, repr=False)
 
     @property
     def limited(self) -> bool:
@@ -99,6 +102,11 @@ class Budget:
         if self.seconds is None:
             return math.inf
         return time.perf_counter() + max(self.left(), 0.0) / max(members_left, 1)
+
+    def decide(self, value):
+        """`value`, a decision read off the clock, as rank 0 took it. Without a budget no decision
+        depends on the clock (every deadline is infinite), so nothing is exchanged."""
+        return value if self.seconds is None else self.agree(value)
 
     def note(self, what: str) -> None:
         self.cut.append(what)

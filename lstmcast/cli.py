@@ -10,6 +10,7 @@ lines go to stderr and nothing is animated.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -47,9 +48,19 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def _guard(action, interrupted: str = "interrupted"):
+def _exit(code: int) -> None:
+    raise typer.Exit(code)
+
+
+def _other_rank() -> bool:
+    """A torchrun process other than rank 0 (distributed.Ranks.from_env reads the same variables):
+    it prints nothing but a bug's traceback; rank 0 reports every rank's user errors."""
+    return os.environ.get("WORLD_SIZE", "1") not in ("", "0", "1") and os.environ.get("RANK", "0") != "0"
+
+
+def _guard(action, interrupted: str = "interrupted", speaks: bool = True):
     """Run a command body, mapping user errors to exit 2 and Ctrl-C to exit 130 (`interrupted`:
-    what the user can do then).
+    what the user can do then); without `speaks` (a torchrun rank other than 0) silently.
 
     Python warnings are the core's to prevent at their source. Should one still be raised, it is
     not dumped as a multi-line warning: a successful command ends with one `lstmcast: warning:`
@@ -60,10 +71,10 @@ def _guard(action, interrupted: str = "interrupted"):
         try:
             result = action()
         except LstmcastError as exc:
-            _fail(str(exc), 2)
+            _fail(str(exc), 2) if speaks else _exit(2)
         except KeyboardInterrupt:
-            _fail(interrupted, 130)
-    if caught:
+            _fail(interrupted, 130) if speaks else _exit(130)
+    if caught and speaks:
         first = caught[0]
         more = f" (and {len(caught) - 1} more)" if len(caught) > 1 else ""
         text = " ".join(str(first.message).split())
@@ -256,7 +267,9 @@ def train(
                                    help="Replace an existing run directory once the new run is done."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
-    """Train a forecaster on DATA and write a run directory."""
+    """Train a forecaster on DATA and write a run directory (under torchrun: one model, every rank
+    training on its share of each batch, rank 0 writing and reporting)."""
+    quiet = quiet or _other_rank()
     reporter = Reporter(quiet)
 
     def body():
@@ -292,7 +305,7 @@ def train(
         reporter.info(f"best epoch {result.best_epoch} of {result.epochs_run} "
                       f"(val_loss {result.best_val_loss:.5f}); run written to {result.run_dir}")
 
-    _guard(body, "interrupted; continue the run with 'lstmcast train ... --resume'")
+    _guard(body, "interrupted; continue the run with 'lstmcast train ... --resume'", speaks=not _other_rank())
 
 
 def _loses_to_seasonal_naive(validation: dict) -> str | None:

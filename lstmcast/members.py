@@ -57,15 +57,25 @@ class RunState:
     ran: dict = dataclasses.field(default_factory=dict)
     planned: int = 0       # members the budget leaves room for (0: not planned yet, all of them)
     timings: tuple[float, float] = (0.0, 0.0)   # slowest validation pass, slowest last.pt write (seconds)
+    writes: bool = True    # whether this process writes the run files (under torchrun: rank 0 alone)
 
     def save_best(self, weights: dict) -> None:
         """model.pt: the finished members' weights and `weights` for the member in training."""
-        save_checkpoint(self.meta.to_checkpoint([*self.done, weights]), self.work / BEST)
+        self.save(BEST, self.meta.to_checkpoint([*self.done, weights]))
+
+    def save(self, name: str, checkpoint: dict) -> None:
+        if self.writes:
+            save_checkpoint(checkpoint, self.work / name)
+
+    def write_text(self, name: str, text: str) -> None:
+        if self.writes:
+            atomic_write_text(self.work / name, text)
 
     def log(self, row: dict) -> None:
         """One more row of history.csv (the file is rewritten whole, atomically)."""
         self.history.append(row)
-        write_history(self.work / "history.csv", self.history)
+        if self.writes:
+            write_history(self.work / "history.csv", self.history)
 
 
 def plan_members(run: RunState, epoch: float, left: float, emit: Callback) -> None:
@@ -73,7 +83,7 @@ def plan_members(run: RunState, epoch: float, left: float, emit: Callback) -> No
     started): as many members as leave each about EPOCHS_PER_MEMBER epochs, at least one."""
     members = run.config.train.ensemble
     need = EPOCHS_PER_MEMBER * epoch
-    run.planned = max(1, min(members, int(left // need)))
+    run.planned = run.budget.decide(max(1, min(members, int(left // need))))
     if run.planned < members:
         run.budget.note(f"{run.planned} of {members} members planned: a member needs about {need:.0f}s "
                         f"({EPOCHS_PER_MEMBER} epochs of {epoch:.1f}s) and {left:.0f}s were left")
@@ -88,14 +98,15 @@ def replan(run: RunState) -> None:
     seconds = float(np.mean([row["seconds"] for row in rows])) if rows else 0.0
     # Rounded: a member with at least half the time the others took still adds to the median.
     room = int(max(run.budget.left(), 0.0) / max(epochs * seconds, 1e-9) + 0.5)
-    run.planned = max(len(run.done), min(run.config.train.ensemble, len(run.done) + room))
+    run.planned = run.budget.decide(max(len(run.done), min(run.config.train.ensemble, len(run.done) + room)))
 
 
 def plan_linear(run: RunState, job, fit: Fit, deadline: float, last: float, emit: Callback) -> int:
     """The linear schedule under a time budget, after the first epoch: the epochs that fit the
     member's share (its refit included) become its train.epochs, and the decay spans them."""
     tc = job.config.train
-    fits = fit.epoch + int(max(deadline - time.perf_counter(), 0.0) / max(last, 1e-9)) - tc.refit_epochs
+    fits = run.budget.decide(fit.epoch + int(max(deadline - time.perf_counter(), 0.0) / max(last, 1e-9))
+                             - tc.refit_epochs)
     epochs = max(min(tc.epochs, fits), fit.epoch)
     if epochs < tc.epochs:
         fit.scheduler.total = epochs * job.batches.steps
@@ -138,7 +149,7 @@ def keep(run: RunState, keep: list[int]) -> None:
     run.refits = [run.refits[k] for k in keep]
     run.ran = {}
     run.meta = dataclasses.replace(run.meta, config=run.config, seen={**run.meta.seen, "refit": list(run.refits)})
-    atomic_write_text(run.work / "config.yaml", config_text(run.config, run.choices))
+    run.write_text("config.yaml", config_text(run.config, run.choices))
 
 
 def config_text(config: Config, choices: list) -> str:

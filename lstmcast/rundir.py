@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -264,18 +265,19 @@ def saved_config(run_dir: Path) -> Config | None:
         raise LstmcastError(f"{path}: {exc}; {advice}") from None
 
 
-def locked(data_path, out_dir, config, resume: bool, overwrite: bool, on_event, body):
+def locked(data_path, out_dir, config, resume: bool, overwrite: bool, on_event, body, lock: bool = True):
     """What every training run does around its work: the run directory resolved (a symlink is
     followed; the link stays), the flags checked, the lock held throughout, what killed runs left
     behind repaired (a Recovered event each), the data checked against the directory, and with
     `resume` and no `config` the run's saved config. Returns body(data_path, out, config, resume,
-    overwrite, on_event)."""
+    overwrite, on_event). Without `lock` (a torchrun rank other than 0, which writes nothing) the
+    lock is not taken and nothing is repaired."""
     data_path, out = Path(data_path), Path(out_dir)
     if out.is_symlink():
         out = Path(os.path.realpath(out))
     check_flags(out, resume, overwrite)
-    with RunLock(out):
-        for event in recover(out):
+    with RunLock(out) if lock else contextlib.nullcontext():
+        for event in recover(out) if lock else []:
             if on_event is not None:
                 on_event(event)
         check_data(data_path, out, resume)

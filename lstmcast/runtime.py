@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from .device import fallbacks, resolve_device
+from .distributed import Ranks
 from .precision import autocast_dtype, bf16_kernel, forecast_autocast, tf32_state
 from .precision import name as precision_name
 
@@ -17,12 +18,16 @@ class Runtime:
     device: torch.device
     autocast: torch.dtype | None = None  # bf16 autocast, or None: plain fp32 (or TF32)
     precision: str = "fp32"              # train.precision as configured: auto, fp32, tf32, bf16
+    ranks: Ranks = field(default_factory=Ranks)  # the distributed launch (one process: rank 0 of 1)
 
     @classmethod
-    def resolve(cls, device: str, precision: str, cells_in_use: tuple[str, ...]) -> Runtime:
-        """train.device and train.precision, resolved here (bf16 is probed per cell on CUDA)."""
-        resolved = resolve_device(device)
-        return cls(resolved, autocast_dtype(precision, resolved, cells_in_use), precision)
+    def resolve(cls, device: str, precision: str, cells_in_use: tuple[str, ...],
+                ranks: Ranks | None = None) -> Runtime:
+        """train.device and train.precision, resolved here (bf16 is probed per cell on CUDA); under
+        torchrun each rank's CUDA device is cuda:LOCAL_RANK."""
+        ranks = ranks or Ranks()
+        resolved = ranks.device(resolve_device(device), device)
+        return cls(resolved, autocast_dtype(precision, resolved, cells_in_use), precision, ranks)
 
     @classmethod
     def for_forecast(cls, device: torch.device, precision: str, cells_in_use: tuple[str, ...]) -> Runtime:

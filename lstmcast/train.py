@@ -6,16 +6,18 @@ objects of events.py (re-exported here); the CLI renders them.
 Before anything is written, preflight.py checks the data and the config (and a --resume) and
 resolves what was detected. The recipe (_train_in): _prepare (split, scale, features, device
 buffer) -> per ensemble member _fit_member (its _epoch loop, then _refit) -> _finalize (validation
-metrics, conformal corrections, metrics.json). What the members share, how many of them and how
-many epochs the time budget fits, and which are kept live in members.py; the time split and what
-is measured on it in validation.py, the losses in losses.py, a member's resumable state in
-fitstate.py, device and precision in runtime.py.
+metrics, conformal corrections, metrics.json). One pass over the windows is epoch.py's run_epoch.
+What the members share, how many of them and how many epochs the time budget fits, and which are
+kept live in members.py; the time split and what is measured on it in validation.py, the losses
+in losses.py, a member's resumable state in fitstate.py, device, precision and the torchrun rank
+in runtime.py (distributed.py: what the ranks exchange).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 import shutil
@@ -27,13 +29,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import __version__, auto, members, rundir, tbptt
+from . import __version__, auto, distributed, members, rundir, tbptt
 from .budget import Budget, format_duration, parse_duration
-from .checkpoint import BEST, LAST, atomic_write_text, save_checkpoint
+from .checkpoint import BEST, LAST
 from .config import Config
 from .covariates import FeatureSpec
 from .data import SeriesSet, read_series
 from .device import describe
+from .distributed import Ranks
+from .epoch import Batches, run_epoch  # noqa: F401  (Batches re-exported: benchmarks)
 from .errors import LstmcastError
 from .events import LOSS_EVERY, Callback, EpochEnd, Note, Step, TrainResult, TrainStart  # noqa: F401  (re-exported)
 from .fitstate import Fit, LinearDecay, make_optimizer, new_fit, parameter_groups  # noqa: F401  (parameter_groups re-exported)
@@ -75,64 +79,6 @@ from .validation import (  # noqa: F401  (minimum_length .. calibrate re-exporte
 from .windows import SeriesBuffer
 
 
-@dataclass
-class Batches:
-    """The windows an epoch trains on, and how: `starts` of `buffer` with `horizon` targets each, in
-    shuffled batches of `batch_size`, gradients clipped to norm `clip` (0: not clipped); with
-    `per_epoch`, an epoch is that many of them, drawn anew each epoch."""
-
-    buffer: SeriesBuffer
-    starts: torch.Tensor
-    horizon: int
-    batch_size: int
-    clip: float
-    per_epoch: int | None = None
-
-    @property
-    def windows(self) -> int:
-        """Windows one epoch trains on."""
-        return len(self.starts) if self.per_epoch is None else min(self.per_epoch, len(self.starts))
-
-    @property
-    def steps(self) -> int:
-        return math.ceil(self.windows / self.batch_size)
-
-
-def run_epoch(model, optimizer, batches: Batches, loss_fn: Loss, generator: torch.Generator,
-              runtime: Runtime, on_step: Callable[[int, int, torch.Tensor], None] | None = None,
-              deadline: float = math.inf, on_batch: Callable[[], None] | None = None) -> float:
-    """One pass over the training windows (or `batches.per_epoch` of them) in a random order;
-    returns the mean training loss. Past `deadline` (time.perf_counter) no further step starts.
-
-    The hot loop has no host sync: losses are summed on the device and read once at the end
-    (and every LOSS_EVERY steps when someone is listening).
-    """
-    model.train()
-    buffer, starts = batches.buffer, batches.starts
-    device = starts.device
-    order = torch.randperm(len(starts), generator=generator)[:batches.per_epoch].to(device, non_blocking=True)
-    steps, seen = batches.steps, 0
-    total = torch.zeros((), device=device)
-    for step, rows in enumerate(torch.split(order, batches.batch_size), start=1):
-        if step > 1 and time.perf_counter() > deadline:
-            break
-        batch = starts[rows]
-        inputs, targets = buffer.windows(batch, batches.horizon)  # (B, L, F), (B, H)
-        loss = window_loss(model, inputs, targets, loss_fn, runtime, buffer.future(batch), buffer.series(batch))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if batches.clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), batches.clip)
-        optimizer.step()
-        if on_batch is not None:  # the linear schedule
-            on_batch()
-        total += loss.detach() * len(rows)
-        seen += len(rows)
-        if on_step is not None:
-            on_step(step, steps, total)
-    return float(total) / max(seen, 1)
-
-
 def train(data_path: str | Path, out_dir: str | Path, config: Config | None = None, *,
           resume: bool = False, overwrite: bool = False,
           on_event: Callback | None = None) -> TrainResult:
@@ -140,35 +86,47 @@ def train(data_path: str | Path, out_dir: str | Path, config: Config | None = No
 
     `config` None: the defaults, or with `resume` the config the run was started with (its
     config.yaml), so continuing a run needs only its directory. Holds the run directory's lock
-    throughout (rundir.RunLock), after repairing what killed runs left behind."""
+    throughout (rundir.RunLock), after repairing what killed runs left behind.
+
+    Under torchrun (WORLD_SIZE > 1) every rank trains one global model and rank 0 alone holds the
+    lock, writes and reports (distributed.py)."""
     from .spatial import wants_grid
+    ranks = Ranks.from_env()
     if wants_grid(config, out_dir, resume):  # gridded data (data.grid): a ConvLSTM run, spatial/
+        if ranks.active:
+            raise LstmcastError("gridded data (data.grid, the ConvLSTM) trains in one process; run it "
+                                "without torchrun")
         from .spatial.fit import train_grid
         return train_grid(data_path, out_dir, config, resume=resume, overwrite=overwrite, on_event=on_event)
-    return rundir.locked(data_path, out_dir, config, resume, overwrite, on_event, _train_locked)
+    if not ranks.active:
+        return rundir.locked(data_path, out_dir, config, resume, overwrite, on_event, _train_locked)
+    setting = (config or (rundir.saved_config(Path(out_dir)) if resume else None) or Config()).train.device
+    with ranks.group(distributed.device_type(setting)):
+        try:
+            return rundir.locked(data_path, out_dir, config, resume, overwrite, on_event if ranks.writes else None,
+                                 functools.partial(_train_locked, ranks=ranks), lock=ranks.writes)
+        except LstmcastError as exc:
+            ranks.fail(exc)
+            raise
 
 
 def _train_locked(data_path: Path, out: Path, config: Config, resume: bool, overwrite: bool,
-                  on_event: Callback | None) -> TrainResult:
-    budget = Budget(parse_duration(config.train.time_budget))  # the clock starts with the reading
-    # Everything the user can get wrong is checked before anything is written.
-    series = read_series(data_path, id_col=config.data.id_col, time_col=config.data.time_col,
-                         target=config.data.target, fill=config.data.fill,
-                         covariates=config.data.covariates, freq=config.data.freq,
-                         dayfirst=config.data.dayfirst)
-    config, choices = auto.resolve(config, series)
-    check_magnitude(config.data.scaling, series.ids, series.values, data_path)
-    check_memory(series, config)
-    if not resume:  # a resumed run's saved config has its default lookback written out
-        check_lookbacks(series, config, data_path)
-    config = resolve_config(config, series)
-    check_lengths(series, config.data.horizon, data_path, config.model.conformal)
-    work = rundir.prepare(out, resume, overwrite)
+                  on_event: Callback | None, ranks: Ranks | None = None) -> TrainResult:
+    ranks = ranks or Ranks()
+    # the clock starts with the reading; under torchrun rank 0's decides
+    budget = Budget(parse_duration(config.train.time_budget), agree=ranks.agree)
+    with ranks.together():  # everything the user can get wrong is checked before anything is written
+        series, config, choices = _checked(data_path, config, resume, ranks)
     fingerprint = data_fingerprint(series)
-    state = check_resume(out, config, fingerprint, data_path) if resume else None
-    runtime = Runtime.resolve(config.train.device, config.train.precision, config.cells_in_use())
-
-    fresh = rundir.create(work)
+    ranks.same(fingerprint + config.to_yaml(),
+               f"{data_path}: the ranks read different data or resolved different configs; every rank must "
+               f"read the same file with the same options (and, for --resume, see the same run directory)")
+    with ranks.together():  # rank 0 checks the run directory; every rank reads a --resume's state
+        work = rundir.prepare(out, resume, overwrite) if ranks.writes else out
+        state = check_resume(out, config, fingerprint, data_path) if resume else None
+        runtime = Runtime.resolve(config.train.device, config.train.precision, config.cells_in_use(), ranks)
+    with ranks.together():  # apart: a failure of another rank above leaves no new directory behind
+        fresh = rundir.create(work) if ranks.writes else False
     emit = on_event or (lambda event: None)
     for choice in choices:
         emit(Note(f"auto: {choice.line()}"))
@@ -190,6 +148,24 @@ def _train_locked(data_path: Path, out: Path, config: Config, resume: bool, over
     rundir.finish(work, out)
     result.run_dir = out
     return result
+
+
+def _checked(data_path: Path, config: Config, resume: bool, ranks: Ranks) -> tuple[SeriesSet, Config, list]:
+    """The series read and validated, and the config resolved for them (with the automatic
+    recipe's choices); a user error if anything is wrong with either."""
+    series = read_series(data_path, id_col=config.data.id_col, time_col=config.data.time_col,
+                         target=config.data.target, fill=config.data.fill,
+                         covariates=config.data.covariates, freq=config.data.freq,
+                         dayfirst=config.data.dayfirst)
+    config, choices = auto.resolve(config, series)
+    check_magnitude(config.data.scaling, series.ids, series.values, data_path)
+    check_memory(series, config)
+    if not resume:  # a resumed run's saved config has its default lookback written out
+        check_lookbacks(series, config, data_path)
+    config = resolve_config(config, series)
+    check_lengths(series, config.data.horizon, data_path, config.model.conformal)
+    distributed.check_config(config, ranks)
+    return series, config, choices
 
 
 # --- the recipe: prepare -> fit each member (epochs, then refit) -> finalize ------------------
@@ -237,6 +213,7 @@ def _train_in(work: Path, series: SeriesSet, config: Config, runtime: Runtime, f
         fit = new_fit(job.config, config.member_seed(member), runtime.device, run.dims, job.batches.steps)
         if state is not None and state["member"] == member:
             fit.restore(state)
+        runtime.ranks.same_weights(fit.model)
         _fit_member(run, job, fit, runtime, emit, on_event is not None, deadline, plans)
     return _finalize(run, fit, runtime, emit)
 
@@ -259,12 +236,13 @@ def _prepare(work: Path, series: SeriesSet, config: Config, fingerprint: str, ru
                    [t.isoformat() for t in series.last_times()],
                    {"lstmcast": __version__, "torch": str(torch.__version__)}, fingerprint, features,
                    seen_by_run(series, parts, refits))
-    if state is None or not (work / "config.yaml").exists():
-        atomic_write_text(work / "config.yaml", members.config_text(config, choices))
     done, held_out, history = ([], [], []) if state is None else (
         list(state["members_done"]), list(state["members_held_out"]), [dict(r) for r in state["history"]])
-    return RunState(work, config, series, parts, scaler, dims, buffer, meta, refits, done, held_out, history,
-                choices)
+    run = RunState(work, config, series, parts, scaler, dims, buffer, meta, refits, done, held_out, history,
+                   choices, writes=runtime.ranks.writes)
+    if state is None or not (work / "config.yaml").exists():
+        run.write_text("config.yaml", members.config_text(config, choices))
+    return run
 
 
 def _member(run: RunState, member: int) -> _Member:
@@ -302,7 +280,7 @@ def _fit_member(run: RunState, job: _Member, fit: Fit, runtime: Runtime, emit: C
         if plan and fit.epoch == first + 1:
             epochs, plan = members.plan_linear(run, job, fit, deadline, last, emit), False
             continue
-        if fit.epoch > first and time.perf_counter() + last * (1 + refit) > deadline:  # keeps time to refit
+        if fit.epoch > first and run.budget.decide(time.perf_counter() + last * (1 + refit) > deadline):
             members.cut(run, job.member, {"train.epochs": fit.epoch}, f"member {job.member} stopped after epoch "
                  f"{fit.epoch}: another would not fit its share of the budget", emit)
             break
@@ -314,7 +292,7 @@ def _fit_member(run: RunState, job: _Member, fit: Fit, runtime: Runtime, emit: C
             members.plan_members(run, last, left, emit)
             deadline = started_member + max(left, 0.0) / run.planned
     run.held_out.append(fit.best_weights)
-    if refit and time.perf_counter() + refit * last > deadline:
+    if refit and run.budget.decide(time.perf_counter() + refit * last > deadline):  # keeps time to refit
         members.cut(run, job.member, {"train.refit_epochs": 0}, f"member {job.member}: its refit epoch skipped, "
              f"it would not fit its share of the budget", emit)
         run.refits[job.member - 1], refit = False, 0
@@ -342,6 +320,7 @@ def _epoch(run: RunState, job: _Member, fit: Fit, runtime: Runtime, emit: Callba
     else:
         val_loss = validation_loss(fit.model, job.view, job.val_starts, job.batches.horizon, job.loss, runtime)
     validated = time.perf_counter()
+    val_loss = runtime.ranks.agree(val_loss)  # rank 0's: early stopping and the schedule decide alike
     if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
         raise LstmcastError(f"training diverged at epoch {epoch} (train loss {train_loss}, "
                             f"validation loss {val_loss}); lower train.lr (now {tc.lr:g})" + (
@@ -356,8 +335,8 @@ def _epoch(run: RunState, job: _Member, fit: Fit, runtime: Runtime, emit: Callba
     run.log({"member": job.member, "epoch": epoch, "train_loss": train_loss,
              "val_loss": val_loss, "lr": lr, "seconds": round(seconds, 4)})
     saving = time.perf_counter()
-    save_checkpoint(run.meta.to_checkpoint(None, **fit.resumable(), member=job.member, members_done=run.done,
-                                           members_held_out=run.held_out, history=run.history), run.work / LAST)
+    run.save(LAST, run.meta.to_checkpoint(None, **fit.resumable(), member=job.member, members_done=run.done,
+                                          members_held_out=run.held_out, history=run.history))
     run.timings = (max(run.timings[0], validated - trained), max(run.timings[1], time.perf_counter() - saving))
     run.budget.finish_estimate(max(run.planned, job.member), *run.timings)
     emit(EpochEnd(job.member, run.config.train.ensemble, epoch, tc.epochs, train_loss, val_loss, lr,
@@ -411,7 +390,7 @@ def _finalize(run: RunState, fit: Fit, runtime: Runtime, emit: Callback) -> Trai
         members.keep(run, trained)   # config.yaml records what was trained, to train it again
     selection = None
     if select and len(run.done) > 1:
-        selection = members.select(run, runtime)
+        selection = runtime.ranks.agree(members.select(run, runtime))
         if len(selection.keep) < len(run.done):
             kept = ", ".join(str(k + 1) for k in selection.keep)
             emit(Note(f"kept member{'s' if len(selection.keep) > 1 else ''} {kept} of the {len(run.done)} trained "
@@ -441,8 +420,8 @@ def _finalize(run: RunState, fit: Fit, runtime: Runtime, emit: Callback) -> Trai
         metrics["selection"] = selection.report()
     metrics["recipe"] = [choice.line() for choice in run.choices]
     metrics["time_budget"] = run.budget.summary()
-    save_checkpoint(run.meta.to_checkpoint(run.done), run.work / BEST)
-    atomic_write_text(run.work / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    run.save(BEST, run.meta.to_checkpoint(run.done))
+    run.write_text("metrics.json", json.dumps(metrics, indent=2) + "\n")
     return TrainResult(run.work, fit.best_epoch, fit.best_val, fit.epoch, metrics["stopped_early"], metrics)
 
 
