@@ -119,11 +119,12 @@ class SeriesSet:
 
 
 def _long_table(path: Path, table: Table, columns: Columns, covariates: tuple[str, ...] = (),
-                dayfirst: bool | None = None) -> tuple[pd.DataFrame, object, bool | None]:
+                dayfirst: bool | None = None, facts: dict | None = None
+                ) -> tuple[pd.DataFrame, object, bool | None]:
     """((id, time, value, line, covariates...) rows, one per observation, in file order; zone;
     dayfirst as decided)."""
     frame = table.frame
-    times, zone, dayfirst = _parse_times(path, frame, columns.time_col, dayfirst)
+    times, zone, dayfirst = _parse_times(path, frame, columns.time_col, dayfirst, facts)
     shared = {name: _parse_covariate(path, frame, name) for name in covariates}
     values = {target: _parse_values(path, frame, target) for target in columns.targets}
     empty = [t for t, v in values.items() if v.isna().all()]
@@ -327,13 +328,23 @@ def read_series(path: str | Path | pd.DataFrame, *, id_col: str | None = None, t
     given = path if isinstance(path, pd.DataFrame) else None
     path = FrameName(name) if given is not None else Path(path)
     table = _read_table(path, (id_col or DEFAULT_ID,), given)
+    return series_from_table(path, table, id_col=id_col, time_col=time_col, target=target, fill=fill,
+                             expected_freq=expected_freq, covariates=covariates, freq=freq, dayfirst=dayfirst)
+
+
+def series_from_table(path, table: Table, *, id_col: str | None = None, time_col: str | None = None,
+                      target: list[str] | None = None, fill: str = "error", expected_freq: str | None = None,
+                      covariates: list[str] | None = None, freq: str | None = None,
+                      dayfirst: bool | None = None, facts: dict | None = None) -> SeriesSet:
+    """read_series of a table already read (the whole file, or whole series of it: stream.py).
+    `facts`, if given, records "offsets" (_parse_times)."""
     frame = table.frame
     names = tuple(covariates or ())
     trained = expected_freq is not None
     columns = resolve_columns(path, frame, id_col, time_col, list(target) if target else None,
                               trained=trained, covariates=names)
     check_covariates(path, frame, columns, names, trained)
-    long, zone, dayfirst = _long_table(path, table, columns, names, dayfirst)
+    long, zone, dayfirst = _long_table(path, table, columns, names, dayfirst, facts)
     long, codes, ids = _sorted(path, long)
     grid = resolve_frequency(path, pd.DatetimeIndex(long["time"]), codes, ids, freq, expected_freq)
     starts, values, extra = _regularise(path, long, codes, ids, grid, fill, names)
