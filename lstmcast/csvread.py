@@ -215,7 +215,8 @@ def _frame_copy(path, frame: pd.DataFrame, text: tuple[str, ...], copy: bool = T
     rows numbered 0.., the `text` columns as strings (missing stays missing), text cells of the
     NA_TEXT spellings missing elsewhere. The caller's frame is never changed."""
     if not all(isinstance(c, str) for c in frame.columns):
-        raise LstmcastError(f"{path}: column names must be text (found {[c for c in frame.columns if not isinstance(c, str)][0]!r})")
+        other = next(c for c in frame.columns if not isinstance(c, str))
+        raise LstmcastError(f"{path}: column names must be text (found {other!r})")
     names = [c.strip() for c in frame.columns]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

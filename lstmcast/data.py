@@ -21,8 +21,8 @@ from .csvread import (  # noqa: F401  (Columns, DEFAULT_*, NA_TEXT, Table, resol
     DEFAULT_TIME,
     NA_TEXT,
     Columns,
-    Table,
     FrameName,
+    Table,
     _at,
     _other,
     _parse_covariate,
@@ -172,8 +172,9 @@ def _sorted(path: Path, table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, 
                               "first": table["row"].to_numpy()[order][:-1][dup],
                               "row": table["row"].to_numpy()[order][1:][dup]})
         worst = pairs.sort_values(["id", "time", "first"]).iloc[0]
+        first = _other(path, worst["first"])
         raise LstmcastError(f"{_at(path, worst['row'])}: duplicate row for series "
-                            f"'{worst['id']}' at {pd.Timestamp(worst['time'])} (first at {_other(path, worst['first'])}); "
+                            f"'{worst['id']}' at {pd.Timestamp(worst['time'])} (first at {first}); "
                             f"keep one row per series and timestamp")
     table = table if in_order else table.iloc[order].reset_index(drop=True)
     return table, codes, [str(i) for i in ids]

@@ -16,8 +16,8 @@ from .covariates import FeatureSpec
 from .data import Columns, SeriesSet, read_future, read_series, series_from_table
 from .device import resolve_device
 from .errors import LstmcastError
-from .model import Ensemble, forecast_windows
 from .events import Callback, Note
+from .model import Ensemble, forecast_windows
 from .outputs import TableWriter, csv_text, need_pyarrow
 from .precision import fp32_math
 from .run import RunMeta, config_from_saved, upgrade_payload

@@ -22,9 +22,9 @@ import pandas as pd
 from . import timegrid
 from .csvread import (
     Table,
-    _other,
     _csv_errors,
     _frame_copy,
+    _other,
     _parquet_files,
     _stripped,
     by_rows,

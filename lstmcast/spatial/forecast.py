@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 
 from ..checkpoint import BEST, atomic_write_text, load_checkpoint
-from ..outputs import need_pyarrow, write_table
 from ..config import Config
 from ..device import resolve_device
 from ..errors import LstmcastError
+from ..outputs import need_pyarrow, write_table
 from ..run import config_from_saved
 from ..rundir import check_output
 from ..timegrid import season_length
