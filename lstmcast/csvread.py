@@ -235,14 +235,22 @@ def _frame_copy(path, frame: pd.DataFrame, text: tuple[str, ...], copy: bool = T
     return frame
 
 
-def _stripped(table: Table, text: tuple[str, ...]) -> Table:
-    """Text columns: surrounding blanks removed (per distinct value)."""
+def _stripped(table: Table, text: tuple[str, ...], categories: tuple[str, ...] = ()) -> Table:
+    """Text columns: surrounding blanks removed (per distinct value). The text columns named in
+    `categories` become pandas Categoricals of the stripped text (what reads them next then
+    factorizes codes, not text: stream.py)."""
     frame = table.frame
     for name in frame.columns:
         if name in text or frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name]):
             codes, uniques = pd.factorize(frame[name], use_na_sentinel=True)
             stripped = pd.Index(uniques.astype(str)).str.strip()
-            if not stripped.equals(pd.Index(uniques.astype(str))):
+            same = stripped.equals(pd.Index(uniques.astype(str)))
+            if name in categories:
+                if not same:  # " a" and "a" are one id
+                    recode, uniques = pd.factorize(np.asarray(stripped, dtype=object))
+                    codes = np.where(codes >= 0, recode[codes], -1)
+                frame[name] = pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype=object))
+            elif not same:
                 frame[name] = pd.Series(np.asarray(stripped, dtype=object)[codes], index=frame.index).where(codes >= 0)
     return table
 

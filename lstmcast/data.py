@@ -132,15 +132,16 @@ def _long_table(path: Path, table: Table, columns: Columns, covariates: tuple[st
         raise LstmcastError(f"{path}, column '{empty[0]}': no values in any row; fill the column in "
                             f"or choose another with --target")
     parts = []
+    if columns.id_in_input:  # as categories: each distinct id compared once, and _sorted reads the codes
+        codes, uniques = pd.factorize(frame[columns.id_col])
+        missing = (codes < 0) | np.isin(codes, np.flatnonzero(np.asarray(uniques == "")))
+        if missing.any():
+            raise LstmcastError(f"{_at(path, frame.index[missing][0])}, column "
+                                f"'{columns.id_col}': empty series id; every row needs one")
+        known = pd.Series(pd.Categorical.from_codes(codes, pd.Index(np.asarray(uniques, dtype=object))),
+                          index=frame.index)
     for target in columns.targets:  # (a loop over target columns, not rows)
-        if columns.id_in_input:
-            ids = frame[columns.id_col].fillna("")
-            missing = ids == ""
-            if missing.any():
-                raise LstmcastError(f"{_at(path, frame.index[missing][0])}, column "
-                                    f"'{columns.id_col}': empty series id; every row needs one")
-        else:
-            ids = pd.Series(target, index=frame.index)
+        ids = known if columns.id_in_input else pd.Series(target, index=frame.index)
         parts.append(pd.DataFrame({"id": ids, "time": times, "value": values[target],
                                    "row": frame.index.to_numpy(),
                                    **{f"cov:{k}": v for k, v in shared.items()}}))
@@ -196,9 +197,10 @@ def _regular_steps(times: pd.DatetimeIndex, codes: np.ndarray, ids: list[str]) -
 
 
 def resolve_frequency(path: Path, times: pd.DatetimeIndex, codes: np.ndarray, ids: list[str],
-                      stated: str | None, trained: str | None = None) -> timegrid.Freq:
+                      stated: str | None, trained: str | None = None, found: dict | None = None) -> timegrid.Freq:
     """The frequency of the file: `trained` (a run's) or `stated` (data.freq) checked against
-    every timestamp, else inferred from all series at once; never guessed."""
+    every timestamp, else inferred from all series at once; never guessed. `found`, if given,
+    keeps the checked "positions" (timegrid.positions) for _regularise."""
     starts = timegrid.series_starts(times, codes)
     given = trained or stated
     if given is not None:
@@ -208,6 +210,8 @@ def resolve_frequency(path: Path, times: pd.DatetimeIndex, codes: np.ndarray, id
             raise LstmcastError(f"config key 'data.freq' / --freq: {exc}") from None
         pos = timegrid.positions(freq, times, starts)
         if (pos >= 0).all():
+            if found is not None:
+                found["positions"] = pos
             return freq
         k = int(np.flatnonzero(pos < 0)[0])
         if trained is not None:
@@ -266,13 +270,14 @@ def _fill_flat(flat: np.ndarray, first: np.ndarray, last: np.ndarray, fill: str)
 
 
 def _regularise(path: Path, table: pd.DataFrame, codes: np.ndarray, ids: list[str], freq: timegrid.Freq,
-                fill: str, covariates: tuple[str, ...] = ()
+                fill: str, covariates: tuple[str, ...] = (), pos: np.ndarray | None = None
                 ) -> tuple[list[pd.Timestamp], list[np.ndarray], list[np.ndarray]]:
     """Series on the grid, all at once; covariates at missing timestamps are filled like the values
-    (zero: carried forward, as a covariate of 0 may mean something). `table` sorted by series."""
+    (zero: carried forward, as a covariate of 0 may mean something). `table` sorted by series;
+    `pos`: its timegrid.positions, if known."""
     times = pd.DatetimeIndex(table["time"])
-    starts = timegrid.series_starts(times, codes)
-    pos = timegrid.positions(freq, times, starts)
+    if pos is None:
+        pos = timegrid.positions(freq, times, timegrid.series_starts(times, codes))
     lengths = np.zeros(len(ids), dtype=np.int64)
     np.maximum.at(lengths, codes, pos + 1)
     offsets = np.cumsum(lengths) - lengths
@@ -347,8 +352,9 @@ def series_from_table(path, table: Table, *, id_col: str | None = None, time_col
     check_covariates(path, frame, columns, names, trained)
     long, zone, dayfirst = _long_table(path, table, columns, names, dayfirst, facts)
     long, codes, ids = _sorted(path, long)
-    grid = resolve_frequency(path, pd.DatetimeIndex(long["time"]), codes, ids, freq, expected_freq)
-    starts, values, extra = _regularise(path, long, codes, ids, grid, fill, names)
+    found: dict = {}
+    grid = resolve_frequency(path, pd.DatetimeIndex(long["time"]), codes, ids, freq, expected_freq, found)
+    starts, values, extra = _regularise(path, long, codes, ids, grid, fill, names, found.get("positions"))
     return SeriesSet(columns, grid.name, ids, starts, values, extra if names else None, names, zone,
                      dayfirst)
 

@@ -113,7 +113,47 @@ def csv_text(frame, header: bool = True, times: dict | None = None) -> str:
                 text = pd.DataFrame({name: unique}).to_csv(index=False, header=False, lineterminator="\n")
                 column = pd.Series(np.asarray(text.split("\n")[:-1], dtype=object)[codes], index=frame.index)
         out[name] = column
-    return pd.DataFrame(out).to_csv(index=False, header=header)
+    joined = _joined(out, header)
+    return joined if joined is not None else pd.DataFrame(out).to_csv(index=False, header=header)
+
+
+def _joined(columns: dict, header: bool) -> str | None:
+    """The text of to_csv(index=False) for columns of float64 without NaN and of text without
+    missing cells (forecasts), by joining the cells: each distinct text quoted once by the csv
+    module as pandas' writer does, each number written as pandas writes it (numpy's str of a
+    float64, which is Python's repr); None for any other column (pandas writes those)."""
+    import pandas as pd
+    cells = []
+    for column in columns.values():
+        values = np.asarray(column)
+        if values.dtype == np.float64:
+            if np.isnan(values).any():
+                return None
+            cells.append(list(map(repr, values.tolist())))
+        elif values.dtype == object or pd.api.types.is_string_dtype(column.dtype):
+            codes, uniques = pd.factorize(values)
+            if (codes < 0).any() or not all(type(u) is str for u in uniques):
+                return None
+            cells.append(np.asarray(_quoted(list(uniques)), dtype=object)[codes].tolist())
+        else:
+            return None
+    rows = list(map(",".join, zip(*cells)))
+    head = ",".join(_quoted([str(name) for name in columns])) + "\n" if header else ""
+    return head + "\n".join(rows) + ("\n" if rows else "")
+
+
+def _quoted(texts: list[str]) -> list[str]:
+    """Each text as a cell of Python's csv writer (quoting minimal, lines ending in \\n): pandas' writer."""
+    import csv
+    import io
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    out = []
+    for text in texts:
+        start = buffer.tell()
+        writer.writerow((text, ""))
+        out.append(buffer.getvalue()[start:buffer.tell() - 2])   # less the ",\n" after the cell
+    return out
 
 
 PARQUET_OUT = (".parquet", ".pq")

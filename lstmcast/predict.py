@@ -336,7 +336,7 @@ def _chunks(run: Run, data_path, chunk: int):
         yield read_for_run(run, data_path)
         return
     path, zones = Path(data_path), set()
-    for table in series_tables(path, cols.id_col, chunk):
+    for table in series_tables(path, cols.id_col, chunk, categories=(cols.time_col,)):
         facts: dict = {}
         series = series_from_table(path, table, id_col=cols.id_col, time_col=cols.time_col,
                                    target=list(cols.targets), fill=run.config.data.fill, expected_freq=run.freq,

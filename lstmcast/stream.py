@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from . import timegrid
 from .csvread import (
@@ -39,9 +40,11 @@ class NotStreamable(Exception):
     """The file cannot be forecast part by part with the same result as whole: the reason."""
 
 
-def batches(path: Path, text: tuple[str, ...], rows: int | None = None) -> Iterator[Table]:
+def batches(path: Path, text: tuple[str, ...], rows: int | None = None,
+            categories: tuple[str, ...] = ()) -> Iterator[Table]:
     """The file's rows, `rows` at a time, as csvread reads them whole: numbered alike, `text`
-    columns as text, surrounding blanks of text removed."""
+    columns as text, surrounding blanks of text removed; the text columns named in `categories`
+    as pandas Categoricals (csvread._stripped)."""
     rows = rows or READ_ROWS
     if not path.exists():
         raise LstmcastError(f"{path}: file not found")
@@ -53,7 +56,7 @@ def batches(path: Path, text: tuple[str, ...], rows: int | None = None) -> Itera
         if len(table.frame) == 0:
             continue
         empty = False
-        yield _stripped(table, text)
+        yield _stripped(table, text, categories)
     if empty:
         raise LstmcastError(f"{path}: no data rows" + ("" if by_rows(path) else " below the header"))
 
@@ -109,24 +112,27 @@ def _parquet_batches(path: Path, text: tuple[str, ...], rows: int) -> Iterator[T
             yield Table(frame)
 
 
-def series_tables(path: Path, id_col: str, chunk_series: int, rows: int | None = None) -> Iterator[Table]:
-    """Tables of `chunk_series` (>= 1) whole series each, the last one fewer, in file order.
-    NotStreamable when a series' rows are not together. A file without the id column comes
-    as one table (whose reading names what is missing)."""
+def series_tables(path: Path, id_col: str, chunk_series: int, rows: int | None = None,
+                  categories: tuple[str, ...] = ()) -> Iterator[Table]:
+    """Tables of `chunk_series` (>= 1) whole series each, the last one fewer, in file order, the id
+    column (and the text columns in `categories`) as pandas Categoricals. NotStreamable when a
+    series' rows are not together. A file without the id column comes as one table (whose
+    reading names what is missing)."""
+    categories = (id_col, *categories)
     finished = np.zeros(0, dtype=np.uint64)   # hashes of the ids already handed out, sorted
     pending: pd.DataFrame | None = None       # rows read but not handed out: whole series, then the last one
-    for table in batches(path, (id_col,), rows):
-        frame = table.frame if pending is None else pd.concat([pending, table.frame])
-        if id_col not in frame.columns:
-            yield Table(frame, table.skipped)
+    for table in batches(path, (id_col,), rows, categories):
+        if id_col not in table.frame.columns:
+            yield table
             return
+        frame = table.frame if pending is None else _concat(pending, table.frame)
         starts, hashes = _runs(path, frame, id_col, finished)
         complete = len(starts) - 1            # the last series may go on in the next rows
         ready = complete - complete % chunk_series
         for k in range(0, ready, chunk_series):
             yield Table(frame.iloc[starts[k]:starts[k + chunk_series]], table.skipped)
         finished = np.union1d(finished, hashes[:ready])
-        pending = frame.iloc[starts[ready]:] if ready < len(starts) else None
+        pending = _unused_dropped(frame.iloc[starts[ready]:]) if ready < len(starts) else None
         skip = table.skipped
     if pending is not None:
         starts, _ = _runs(path, pending, id_col, finished)
@@ -135,27 +141,49 @@ def series_tables(path: Path, id_col: str, chunk_series: int, rows: int | None =
             yield Table(pending.iloc[lo:hi], skip)
 
 
+def _concat(first: pd.DataFrame, then: pd.DataFrame) -> pd.DataFrame:
+    """The rows of both; Categorical columns stay Categoricals (of both's categories)."""
+    first, then = first.copy(deep=False), then.copy(deep=False)
+    for name in first.columns:
+        a, b = first[name], then[name]
+        if isinstance(a.dtype, pd.CategoricalDtype) and isinstance(b.dtype, pd.CategoricalDtype):
+            both = union_categoricals([a.array, b.array]).categories
+            first[name], then[name] = a.cat.set_categories(both), b.cat.set_categories(both)
+    return pd.concat([first, then])
+
+
+def _unused_dropped(frame: pd.DataFrame) -> pd.DataFrame:
+    """Categorical columns without the categories no row uses (they would pile up read after read)."""
+    frame = frame.copy(deep=False)
+    for name in frame.columns:
+        if isinstance(frame[name].dtype, pd.CategoricalDtype):
+            frame[name] = frame[name].cat.remove_unused_categories()
+    return frame
+
+
 def _runs(path: Path, frame: pd.DataFrame, id_col: str, finished: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(first row of each run of one id, the hash of each run's id). NotStreamable when an id has
-    two runs here, or one already handed out."""
-    ids = frame[id_col].to_numpy(dtype=object, na_value="")
-    codes, uniques = pd.factorize(ids)
+    two runs here, or one already handed out. The id column: a Categorical."""
+    column = frame[id_col].array
+    codes, uniques = np.asarray(column.codes, dtype=np.int64), column.categories   # a missing id: -1
     starts = np.r_[0, np.flatnonzero(codes[1:] != codes[:-1]) + 1] if len(codes) else np.zeros(0, np.int64)
     run_codes = codes[starts]
-    if len(run_codes) != len(uniques):
-        seen = np.zeros(len(uniques), dtype=bool)
-        again = next(k for k, c in enumerate(run_codes) if seen[c] or seen.__setitem__(c, True))
-        row = frame.index[starts[again]]
-        raise NotStreamable(f"series '{ids[starts[again]]}' comes again at {_other(path, row)}, after other series")
-    hashes = pd.util.hash_array(np.asarray(uniques, dtype=object))[run_codes]
+    if len(np.unique(run_codes)) != len(run_codes):
+        seen: set = set()
+        again = next(k for k, c in enumerate(run_codes) if c in seen or seen.add(c))
+        raise _again(path, frame, id_col, starts[again])
+    hashes = np.r_[pd.util.hash_array(np.asarray(uniques, dtype=object)), np.uint64(0)][run_codes]
     if len(finished):
         where = np.searchsorted(finished, hashes).clip(0, len(finished) - 1)
         again = np.flatnonzero(finished[where] == hashes)
         if len(again):
-            row = frame.index[starts[again[0]]]
-            raise NotStreamable(f"series '{ids[starts[again[0]]]}' comes again at {_other(path, row)}, "
-                                f"after other series")
+            raise _again(path, frame, id_col, starts[again[0]])
     return starts, hashes
+
+
+def _again(path: Path, frame: pd.DataFrame, id_col: str, at: int) -> NotStreamable:
+    return NotStreamable(f"series '{frame[id_col].iloc[at]}' comes again at {_other(path, frame.index[at])}, "
+                         f"after other series")
 
 
 class TimeFormat:
