@@ -418,14 +418,17 @@ def evaluate(
                                 help="Backtest windows (forecast origins) per series; 1 = the last horizon only."),
     step: int | None = typer.Option(None, "--step", help="Steps between window origins (default: the horizon)."),
     device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|cuda:N|mps."),
+    chunk_series: int | None = typer.Option(None, "--chunk-series", help="Series read and scored at a time "
+                                            "(default 10000; 0: the whole file at once)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
     """Score the model on held-out data against naive and seasonal-naive baselines."""
     def body():
         from .evaluate import evaluate as evaluate_run
 
-        result = evaluate_run(data, model, out, device=device, season=season, windows=windows, step=step)
         reporter = Reporter(quiet)
+        result = evaluate_run(data, model, out, device=device, season=season, windows=windows, step=step,
+                              chunk_series=chunk_series, on_event=reporter)
         n, horizon, season_ = result["n_series"], result["horizon"], result["season_length"]
         seen = result["in_sample"]
         seen = ("in-sample: unknown (older run)" if seen is None else

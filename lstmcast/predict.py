@@ -306,7 +306,7 @@ def _write_forecasts(run: Run, data_path, writer: TableWriter, steps: int, horiz
     while True:
         rows = n_series = 0
         try:
-            for series in _chunks(run, data_path, chunk):
+            for series in series_chunks(run, data_path, chunk):
                 frame = _forecasts(run, series, steps, horizon, future, shard)
                 if times.add(frame[time_col]) and rows and not writer.parquet:
                     raise _Again()
@@ -316,17 +316,21 @@ def _write_forecasts(run: Run, data_path, writer: TableWriter, steps: int, horiz
         except _Again:
             writer.restart()
         except NotStreamable as exc:
-            on_event(Note(f"{data_path}: {exc}; forecasting the file in one piece, which takes memory "
-                          f"in proportion to the file (group each series' rows together to stream it)"))
+            on_event(whole_file_note(data_path, exc))
             writer.restart()
             chunk = 0
+
+
+def whole_file_note(data_path, reason: NotStreamable) -> Note:
+    return Note(f"{data_path}: {reason}; forecasting the file in one piece, which takes memory "
+                f"in proportion to the file (group each series' rows together to stream it)")
 
 
 class _Again(Exception):
     """Write the table again: a timestamp of a new kind changed the format of the time column."""
 
 
-def _chunks(run: Run, data_path, chunk: int):
+def series_chunks(run: Run, data_path, chunk: int):
     """SeriesSets of `chunk` whole series each, in file order (read_for_run, part by part); the
     whole file as one when chunk is 0, for a wide file (each column a series), future covariates
     or a stateful (train.tbptt) run, whose batches pack series together."""

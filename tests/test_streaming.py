@@ -177,3 +177,25 @@ def test_parts_written_in_the_format_of_the_whole():
     parts = [csv_text(frame.iloc[k:k + 1], header=k == 0, times={"ds": kinds.shown()}) for k in range(4)]
     assert "".join(parts) == frame.to_csv(index=False)
     assert csv_text(frame.iloc[:1]) != parts[0]           # alone, the first part is dates only
+
+
+def test_evaluate_reports_the_same_whatever_the_chunk(quantile_run, tmp_path):
+    reports = {}
+    for chunk in ("0", "1", "5"):
+        out = tmp_path / f"m{chunk}.json"
+        result = run_cli("evaluate", SALES, "--model", quantile_run, "--out", out, "--windows", "2",
+                         "--chunk-series", chunk)
+        assert result.exit_code == 0, result.stderr
+        reports[chunk] = out.read_text().replace(str(out), "")
+    assert reports["1"] == reports["0"] and reports["5"] == reports["0"]
+    assert '"intervals"' in reports["0"] and '"n_series": 12' in reports["0"]
+
+
+def test_evaluate_reads_a_file_not_grouped_by_series_whole(sales_run, tmp_path):
+    shuffled = tmp_path / "shuffled.csv"
+    pd.read_csv(SALES, dtype=str).sample(frac=1.0, random_state=1).to_csv(shuffled, index=False)
+    whole = run_cli("evaluate", shuffled, "--model", sales_run, "--out", tmp_path / "w.json", "--chunk-series", "0")
+    parts = run_cli("evaluate", shuffled, "--model", sales_run, "--out", tmp_path / "p.json", "--chunk-series", "3")
+    assert whole.exit_code == 0 and parts.exit_code == 0, parts.stderr
+    assert "comes again at line" in parts.stderr and "comes again" not in whole.stderr
+    assert (tmp_path / "w.json").read_text() == (tmp_path / "p.json").read_text()
