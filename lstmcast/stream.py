@@ -88,7 +88,8 @@ def _parquet_batches(path: Path, text: tuple[str, ...], rows: int) -> Iterator[T
     first, row = None, 0
     for file in files:
         try:
-            parts = pq.ParquetFile(file)
+            # pre_buffer (pyarrow's default) keeps what it read ahead: memory grew with the file.
+            parts = pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 22)
             names = list(parts.schema_arrow.names)
             pieces = parts.iter_batches(batch_size=rows)
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
