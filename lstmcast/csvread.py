@@ -378,7 +378,9 @@ def _parse_times(path: Path, frame: pd.DataFrame, time_col: str, dayfirst: bool 
     if pd.api.types.is_numeric_dtype(column):
         raise LstmcastError(f"{path}, column '{time_col}': holds numbers, not timestamps; write dates "
                             f"such as 2024-01-31 (a year 2024 as 2024-01-01), or pass --time-col")
-    first = np.unique(codes, return_index=True)[1]   # row of each distinct text's first use
+    # Row of each distinct text's first use: factorize numbers them in order of first use, so
+    # those rows are where the running maximum of the codes grows (no sort).
+    first = np.flatnonzero(codes > np.maximum.accumulate(np.r_[-1, codes[:-1]]))
     raw = pd.Series(np.asarray(uniques, dtype=object), index=column.index[first])
     text = raw.astype(str).str.strip()
     if (text == "").any():

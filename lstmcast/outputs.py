@@ -143,16 +143,16 @@ def _joined(columns: dict, header: bool) -> str | None:
 
 
 def _quoted(texts: list[str]) -> list[str]:
-    """Each text as a cell of Python's csv writer (quoting minimal, lines ending in \\n): pandas' writer."""
+    """Each text as a cell of Python's csv writer (quoting minimal, lines ending in \\n): pandas'
+    writer. A text without a comma, quote or line break (and not empty) is written as it is."""
     import csv
     import io
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    out = []
-    for text in texts:
-        start = buffer.tell()
-        writer.writerow((text, ""))
-        out.append(buffer.getvalue()[start:buffer.tell() - 2])   # less the ",\n" after the cell
+    out = list(texts)
+    for k, text in enumerate(texts):
+        if text == "" or any(c in text for c in ',"\r\n'):
+            buffer = io.StringIO()
+            csv.writer(buffer, lineterminator="\n").writerow((text, ""))
+            out[k] = buffer.getvalue()[:-2]   # less the ",\n" after the cell
     return out
 
 

@@ -132,7 +132,8 @@ def series_tables(path: Path, id_col: str, chunk_series: int, rows: int | None =
         ready = complete - complete % chunk_series
         for k in range(0, ready, chunk_series):
             yield Table(frame.iloc[starts[k]:starts[k + chunk_series]], table.skipped)
-        finished = np.union1d(finished, hashes[:ready])
+        # Two sorted runs: a stable sort (timsort) merges them in one pass.
+        finished = np.sort(np.concatenate([finished, np.sort(hashes[:ready])]), kind="stable")
         pending = _unused_dropped(frame.iloc[starts[ready]:]) if ready < len(starts) else None
         skip = table.skipped
     if pending is not None:
@@ -154,11 +155,18 @@ def _concat(first: pd.DataFrame, then: pd.DataFrame) -> pd.DataFrame:
 
 
 def _unused_dropped(frame: pd.DataFrame) -> pd.DataFrame:
-    """Categorical columns without the categories no row uses (they would pile up read after read)."""
+    """Categorical columns without the categories no row uses (they would pile up read after
+    read), recoded in one pass (pandas' remove_unused_categories sorts the codes)."""
     frame = frame.copy(deep=False)
     for name in frame.columns:
         if isinstance(frame[name].dtype, pd.CategoricalDtype):
-            frame[name] = frame[name].cat.remove_unused_categories()
+            column = frame[name].array
+            codes = np.asarray(column.codes, dtype=np.int64)
+            used = np.zeros(len(column.categories), dtype=bool)
+            used[codes[codes >= 0]] = True
+            renumber = np.cumsum(used) - 1
+            frame[name] = pd.Categorical.from_codes(np.where(codes >= 0, renumber[codes], -1),
+                                                    categories=column.categories[used])
     return frame
 
 
