@@ -258,7 +258,7 @@ def predict(data_path: str | Path, run_dir: str | Path, out_path: str | Path | N
     Writing a file, the series go through `chunk_series` at a time (default CHUNK_SERIES; 0: all
     at once), read and written incrementally, so memory follows the chunk, not the file; the file
     is the same, byte for byte, whatever the chunk. That needs each series' rows together: a file
-    that is not read whole, with a Note to `on_event` saying so.
+    where they are not is read whole, with a Note to `on_event` saying so.
     `future`: CSV of the future covariates (runs trained with data.future_covariates).
     `shard` (i, N): only the series whose shard_of is i; the N shards' outputs together are
     the unsharded output, row for row."""

@@ -199,3 +199,20 @@ def test_evaluate_reads_a_file_not_grouped_by_series_whole(sales_run, tmp_path):
     assert whole.exit_code == 0 and parts.exit_code == 0, parts.stderr
     assert "comes again at line" in parts.stderr and "comes again" not in whole.stderr
     assert (tmp_path / "w.json").read_text() == (tmp_path / "p.json").read_text()
+
+
+def test_a_later_chunk_with_times_of_day_rewrites_the_dates(tmp_path):
+    """Hourly series; the first ends at 23:00, so its one-step forecast is at midnight and, alone,
+    would be written as a date: the later chunks' times of day make every chunk write the time."""
+    ends = {"a": "2020-01-02 23:00", "b": "2020-01-02 17:00", "c": "2020-01-03 05:00"}
+    frames = [pd.DataFrame({"unique_id": sid, "ds": pd.date_range(end=end, periods=30, freq="h"),
+                            "y": np.sin(np.arange(30) / 3) + k}) for k, (sid, end) in enumerate(ends.items())]
+    data = tmp_path / "hourly.csv"
+    pd.concat(frames).to_csv(data, index=False)
+    run = tmp_path / "run"
+    trained = run_cli("train", data, "--out", run, "--horizon", "1", "--set", "train.epochs=1",
+                      "--set", "data.lookback=4", "--set", "data.calendar=none", *TINY)
+    assert trained.exit_code == 0, trained.stderr
+    whole = predicted(data, run, tmp_path / "whole.csv", "--chunk-series", "0")
+    assert b"\na,2020-01-03 00:00:00," in whole
+    assert predicted(data, run, tmp_path / "c1.csv", "--chunk-series", "1") == whole   # written twice
