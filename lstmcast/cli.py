@@ -323,55 +323,62 @@ def _loses_to_seasonal_naive(validation: dict) -> str | None:
 def predict(
     data: Path = typer.Argument(..., help="CSV with the history to forecast from."),
     model: Path = typer.Option(..., "--model", help="Run directory made by 'lstmcast train'."),
-    out: Path = typer.Option(..., "--out", help="Forecasts CSV to write."),
+    out: Path = typer.Option(..., "--out", help="Forecasts to write: CSV, or Parquet for a .parquet / .pq name."),
     horizon: int | None = typer.Option(None, "--horizon", help="Steps to forecast (at most the trained horizon)."),
     future: Path | None = typer.Option(None, "--future",
                                        help="CSV of future covariates: id, time, the columns, every forecast step."),
     device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|cuda:N|mps."),
     shard: str | None = typer.Option(None, "--shard", help="i/N: only the series of shard i of N (0 <= i < N, "
                                      "by a stable hash of the id); the N outputs together are the whole forecast."),
+    chunk_series: int | None = typer.Option(None, "--chunk-series", help="Series forecast at a time, read and "
+                                            "written as they go (default 10000; 0: the whole file at once)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
-    """Forecast past the end of every series in DATA (a CSV file; or a folder or a quoted glob of
-    CSV files, each forecast to OUT/<its name>, OUT then a folder)."""
+    """Forecast past the end of every series in DATA (a CSV or Parquet file, or a folder of
+    Parquet files; or a folder or a quoted glob of CSV files, each forecast to OUT/<its name>, OUT
+    then a folder)."""
     many = _many_inputs(data)
     if many is not None:
-        _guard(lambda: _predict_many(many, data, model, out, horizon, device, future, shard, quiet))
+        _guard(lambda: _predict_many(many, data, model, out, horizon, device, future, shard, quiet,
+                                     chunk_series))
         return
 
     def body():
         from .predict import parse_shard
         from .predict import predict as predict_run
 
-        frame = predict_run(data, model, out, horizon=horizon, device=device, future=future,
-                            shard=parse_shard(shard))
-        if not quiet and "grid" in frame.attrs:
-            height, width = frame.attrs["grid"]["shape"]
-            print(f"wrote {frame.attrs['grid']['frames']} frames of {height}x{width} grid cells ({len(frame)} rows) "
+        reporter = Reporter(quiet)
+        result = predict_run(data, model, out, horizon=horizon, device=device, future=future,
+                             shard=parse_shard(shard), chunk_series=chunk_series, on_event=reporter)
+        if not quiet and hasattr(result, "attrs") and "grid" in result.attrs:
+            height, width = result.attrs["grid"]["shape"]
+            print(f"wrote {result.attrs['grid']['frames']} frames of {height}x{width} grid cells ({len(result)} rows) "
                   f"to {out}", file=sys.stderr)
         elif not quiet:
-            n_series = frame.iloc[:, 0].nunique()
-            steps = f" x {len(frame) // n_series} steps" if n_series else ""
+            steps = f" x {result.steps} steps" if result.series else ""
             where = f", shard {shard}" if shard else ""
-            print(f"wrote {len(frame)} forecasts ({n_series} series{steps}{where}) to {out}", file=sys.stderr)
+            print(f"wrote {result.rows} forecasts ({result.series} series{steps}{where}) to {out}", file=sys.stderr)
 
     _guard(body)
 
 
 def _many_inputs(data: Path) -> list[Path] | None:
-    """The CSV files of a folder or a glob pattern, sorted; None for a single file."""
+    """The CSV files of a folder or a glob pattern, sorted; None for a single file, or for a folder
+    of Parquet files with no CSV (one table: data.md)."""
     import glob
 
     text = str(data)
     if data.is_dir():
-        return sorted(p for p in data.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
+        files = sorted(p for p in data.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
+        parquet = any(p.is_file() and p.suffix.lower() in (".parquet", ".pq") for p in data.rglob("*"))
+        return None if not files and parquet else files
     if any(c in text for c in "*?[") and not data.exists():
         return sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
     return None
 
 
 def _predict_many(files: list[Path], data: Path, model: Path, out: Path, horizon, device, future, shard,
-                  quiet: bool) -> None:
+                  quiet: bool, chunk_series: int | None = None) -> None:
     """predict over many files from cron: one output per input (OUT/<input name>), going on past
     a file that fails (its one error line printed), a summary line, exit 2 if any failed."""
     from .errors import LstmcastError
@@ -401,7 +408,7 @@ def _predict_many(files: list[Path], data: Path, model: Path, out: Path, horizon
     for path in files:
         try:
             predict_run(path, model, out / path.name, horizon=horizon, device=device, future=future,
-                        shard=shard_spec)
+                        shard=shard_spec, chunk_series=chunk_series, on_event=Reporter(quiet))
         except LstmcastError as exc:
             failed.append(path)
             print(f"lstmcast: error: {exc}", file=sys.stderr)
@@ -424,14 +431,17 @@ def evaluate(
                                 help="Backtest windows (forecast origins) per series; 1 = the last horizon only."),
     step: int | None = typer.Option(None, "--step", help="Steps between window origins (default: the horizon)."),
     device: str = typer.Option("cpu", "--device", help="auto|cpu|cuda|cuda:N|mps."),
+    chunk_series: int | None = typer.Option(None, "--chunk-series", help="Series read and scored at a time "
+                                            "(default 10000; 0: the whole file at once)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
     """Score the model on held-out data against naive and seasonal-naive baselines."""
     def body():
         from .evaluate import evaluate as evaluate_run
 
-        result = evaluate_run(data, model, out, device=device, season=season, windows=windows, step=step)
         reporter = Reporter(quiet)
+        result = evaluate_run(data, model, out, device=device, season=season, windows=windows, step=step,
+                              chunk_series=chunk_series, on_event=reporter)
         n, horizon, season_ = result["n_series"], result["horizon"], result["season_length"]
         seen = result["in_sample"]
         seen = ("in-sample: unknown (older run)" if seen is None else

@@ -125,37 +125,58 @@ def _read_table(path, text: tuple[str, ...] = (), frame: pd.DataFrame | None = N
 
 
 def _read_csv(path: Path, text: tuple[str, ...]) -> Table:
-    if path.stat().st_size == 0:
-        raise LstmcastError(f"{path}: file is empty; expected a CSV with a header row")
-    try:
-        sep, skip = _dialect(path)
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            lines = iter(handle)
-            for _ in range(skip):
-                next(lines, None)
-            names = [c.strip() for c in next(csv.reader(lines, delimiter=sep), [])]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise LstmcastError(f"{path} line {skip + 1}: column name {', '.join(repr(n) for n in twice)} "
-                                f"appears more than once; give every column its own name")
-        as_text = [n for n in names if n in text]
+    with _csv_errors(path):
+        skip, options = csv_options(path, text)
         with warnings.catch_warnings(), np.errstate(all="ignore"):  # DtypeWarning, overflow
             warnings.simplefilter("ignore")
-            frame = pd.read_csv(path, sep=sep, skiprows=skip + 1, header=None, names=names,
-                                dtype={n: str for n in as_text}, keep_default_na=False,
-                                na_values={n: sorted(NA_TEXT) for n in names if n not in as_text},
-                                skipinitialspace=True, encoding="utf-8-sig", low_memory=False,
-                                index_col=False)
-    except pd.errors.EmptyDataError:
-        raise LstmcastError(f"{path}: file is empty; expected a CSV with a header row") from None
-    except pd.errors.ParserError as exc:
-        raise LstmcastError(f"{path}: not a readable CSV ({str(exc).strip()})") from None
-    except UnicodeDecodeError:
-        raise LstmcastError(f"{path}: not a text CSV file (encoding is not UTF-8)") from None
-    if not names:
-        raise LstmcastError(f"{path}: file is empty; expected a CSV with a header row")
+            frame = pd.read_csv(path, **options)
     frame.index = pd.RangeIndex(skip, skip + len(frame))  # so that _line(index) is the file's line
     return Table(frame, skip)
+
+
+def csv_options(path: Path, text: tuple[str, ...]) -> tuple[int, dict]:
+    """(lines above the header, pandas.read_csv's keyword arguments) for the CSV at `path`: its
+    dialect, its header's names, the `text` columns as text, NA_TEXT missing elsewhere. Raise
+    inside _csv_errors."""
+    if path.stat().st_size == 0:
+        raise LstmcastError(f"{path}: file is empty; expected a CSV with a header row")
+    sep, skip = _dialect(path)
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        lines = iter(handle)
+        for _ in range(skip):
+            next(lines, None)
+        names = [c.strip() for c in next(csv.reader(lines, delimiter=sep), [])]
+    if not names:
+        raise LstmcastError(f"{path}: file is empty; expected a CSV with a header row")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise LstmcastError(f"{path} line {skip + 1}: column name {', '.join(repr(n) for n in twice)} "
+                            f"appears more than once; give every column its own name")
+    as_text = [n for n in names if n in text]
+    return skip, dict(sep=sep, skiprows=skip + 1, header=None, names=names,
+                      dtype={n: str for n in as_text}, keep_default_na=False,
+                      na_values={n: sorted(NA_TEXT) for n in names if n not in as_text},
+                      skipinitialspace=True, encoding="utf-8-sig", low_memory=False, index_col=False)
+
+
+class _csv_errors:
+    """pandas' and Python's errors reading a CSV -> the user's one line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, traceback) -> bool:
+        path = self.path
+        if kind is not None and issubclass(kind, pd.errors.EmptyDataError):
+            raise LstmcastError(f"{path}: file is empty; expected a CSV with a header row") from None
+        if kind is not None and issubclass(kind, pd.errors.ParserError):
+            raise LstmcastError(f"{path}: not a readable CSV ({str(exc).strip()})") from None
+        if kind is not None and issubclass(kind, UnicodeDecodeError):
+            raise LstmcastError(f"{path}: not a text CSV file (encoding is not UTF-8)") from None
+        return False
 
 
 def _parquet_files(path: Path) -> list[Path]:
@@ -215,7 +236,8 @@ def _frame_copy(path, frame: pd.DataFrame, text: tuple[str, ...], copy: bool = T
     rows numbered 0.., the `text` columns as strings (missing stays missing), text cells of the
     NA_TEXT spellings missing elsewhere. The caller's frame is never changed."""
     if not all(isinstance(c, str) for c in frame.columns):
-        raise LstmcastError(f"{path}: column names must be text (found {[c for c in frame.columns if not isinstance(c, str)][0]!r})")
+        other = next(c for c in frame.columns if not isinstance(c, str))
+        raise LstmcastError(f"{path}: column names must be text (found {other!r})")
     names = [c.strip() for c in frame.columns]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -234,14 +256,22 @@ def _frame_copy(path, frame: pd.DataFrame, text: tuple[str, ...], copy: bool = T
     return frame
 
 
-def _stripped(table: Table, text: tuple[str, ...]) -> Table:
-    """Text columns: surrounding blanks removed (per distinct value)."""
+def _stripped(table: Table, text: tuple[str, ...], categories: tuple[str, ...] = ()) -> Table:
+    """Text columns: surrounding blanks removed (per distinct value). The text columns named in
+    `categories` become pandas Categoricals of the stripped text (what reads them next then
+    factorizes codes, not text: stream.py)."""
     frame = table.frame
     for name in frame.columns:
         if name in text or frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name]):
             codes, uniques = pd.factorize(frame[name], use_na_sentinel=True)
             stripped = pd.Index(uniques.astype(str)).str.strip()
-            if not stripped.equals(pd.Index(uniques.astype(str))):
+            same = stripped.equals(pd.Index(uniques.astype(str)))
+            if name in categories:
+                if not same:  # " a" and "a" are one id
+                    recode, uniques = pd.factorize(np.asarray(stripped, dtype=object))
+                    codes = np.where(codes >= 0, recode[codes], -1)
+                frame[name] = pd.Categorical.from_codes(codes, categories=pd.Index(uniques, dtype=object))
+            elif not same:
                 frame[name] = pd.Series(np.asarray(stripped, dtype=object)[codes], index=frame.index).where(codes >= 0)
     return table
 
@@ -354,12 +384,13 @@ def _reorder_dmy(path: Path, raw: pd.Series, time_col: str, dayfirst: bool | Non
             + day.astype(str).str.zfill(2) + parts[4]), dayfirst
 
 
-def _parse_times(path: Path, frame: pd.DataFrame, time_col: str, dayfirst: bool | None = None
-                 ) -> tuple[pd.Series, object, bool | None]:
+def _parse_times(path: Path, frame: pd.DataFrame, time_col: str, dayfirst: bool | None = None,
+                 facts: dict | None = None) -> tuple[pd.Series, object, bool | None]:
     """(timestamps, zone, dayfirst as decided for d/m/y text, else None). Timestamps are naive,
     or all carry a UTC offset. One offset: kept (a fixed zone; zone None). Several (daylight saving
     time): converted to UTC and zone is the offset of the latest timestamp, the one forecasts are
-    written with; daily or coarser data at one local time of day stays on the local calendar."""
+    written with; daily or coarser data at one local time of day stays on the local calendar.
+    `facts`, if given, records "offsets": whether there were several UTC offsets."""
     column = frame[time_col]
     codes, uniques = pd.factorize(column)  # parse each distinct timestamp text once
     if (codes < 0).any():
@@ -368,7 +399,9 @@ def _parse_times(path: Path, frame: pd.DataFrame, time_col: str, dayfirst: bool 
     if pd.api.types.is_numeric_dtype(column):
         raise LstmcastError(f"{path}, column '{time_col}': holds numbers, not timestamps; write dates "
                             f"such as 2024-01-31 (a year 2024 as 2024-01-01), or pass --time-col")
-    first = np.unique(codes, return_index=True)[1]   # row of each distinct text's first use
+    # Row of each distinct text's first use: factorize numbers them in order of first use, so
+    # those rows are where the running maximum of the codes grows (no sort).
+    first = np.flatnonzero(codes > np.maximum.accumulate(np.r_[-1, codes[:-1]]))
     raw = pd.Series(np.asarray(uniques, dtype=object), index=column.index[first])
     text = raw.astype(str).str.strip()
     if (text == "").any():
@@ -384,6 +417,8 @@ def _parse_times(path: Path, frame: pd.DataFrame, time_col: str, dayfirst: bool 
     source = ordered if ordered is not None else text
     offsets = source.str.extract(_OFFSET)[0] if aware.all() else None
     several = offsets is not None and offsets.nunique() > 1
+    if facts is not None:
+        facts["offsets"] = several
     try:
         with warnings.catch_warnings():  # "could not infer format" would add lines to stderr
             warnings.simplefilter("ignore")

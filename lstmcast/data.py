@@ -21,8 +21,8 @@ from .csvread import (  # noqa: F401  (Columns, DEFAULT_*, NA_TEXT, Table, resol
     DEFAULT_TIME,
     NA_TEXT,
     Columns,
-    Table,
     FrameName,
+    Table,
     _at,
     _other,
     _parse_covariate,
@@ -119,11 +119,12 @@ class SeriesSet:
 
 
 def _long_table(path: Path, table: Table, columns: Columns, covariates: tuple[str, ...] = (),
-                dayfirst: bool | None = None) -> tuple[pd.DataFrame, object, bool | None]:
+                dayfirst: bool | None = None, facts: dict | None = None
+                ) -> tuple[pd.DataFrame, object, bool | None]:
     """((id, time, value, line, covariates...) rows, one per observation, in file order; zone;
     dayfirst as decided)."""
     frame = table.frame
-    times, zone, dayfirst = _parse_times(path, frame, columns.time_col, dayfirst)
+    times, zone, dayfirst = _parse_times(path, frame, columns.time_col, dayfirst, facts)
     shared = {name: _parse_covariate(path, frame, name) for name in covariates}
     values = {target: _parse_values(path, frame, target) for target in columns.targets}
     empty = [t for t, v in values.items() if v.isna().all()]
@@ -131,15 +132,16 @@ def _long_table(path: Path, table: Table, columns: Columns, covariates: tuple[st
         raise LstmcastError(f"{path}, column '{empty[0]}': no values in any row; fill the column in "
                             f"or choose another with --target")
     parts = []
+    if columns.id_in_input:  # as categories: each distinct id compared once, and _sorted reads the codes
+        codes, uniques = pd.factorize(frame[columns.id_col])
+        missing = (codes < 0) | np.isin(codes, np.flatnonzero(np.asarray(uniques == "")))
+        if missing.any():
+            raise LstmcastError(f"{_at(path, frame.index[missing][0])}, column "
+                                f"'{columns.id_col}': empty series id; every row needs one")
+        known = pd.Series(pd.Categorical.from_codes(codes, pd.Index(np.asarray(uniques, dtype=object))),
+                          index=frame.index)
     for target in columns.targets:  # (a loop over target columns, not rows)
-        if columns.id_in_input:
-            ids = frame[columns.id_col].fillna("")
-            missing = ids == ""
-            if missing.any():
-                raise LstmcastError(f"{_at(path, frame.index[missing][0])}, column "
-                                    f"'{columns.id_col}': empty series id; every row needs one")
-        else:
-            ids = pd.Series(target, index=frame.index)
+        ids = known if columns.id_in_input else pd.Series(target, index=frame.index)
         parts.append(pd.DataFrame({"id": ids, "time": times, "value": values[target],
                                    "row": frame.index.to_numpy(),
                                    **{f"cov:{k}": v for k, v in shared.items()}}))
@@ -171,8 +173,9 @@ def _sorted(path: Path, table: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, 
                               "first": table["row"].to_numpy()[order][:-1][dup],
                               "row": table["row"].to_numpy()[order][1:][dup]})
         worst = pairs.sort_values(["id", "time", "first"]).iloc[0]
+        first = _other(path, worst["first"])
         raise LstmcastError(f"{_at(path, worst['row'])}: duplicate row for series "
-                            f"'{worst['id']}' at {pd.Timestamp(worst['time'])} (first at {_other(path, worst['first'])}); "
+                            f"'{worst['id']}' at {pd.Timestamp(worst['time'])} (first at {first}); "
                             f"keep one row per series and timestamp")
     table = table if in_order else table.iloc[order].reset_index(drop=True)
     return table, codes, [str(i) for i in ids]
@@ -194,9 +197,10 @@ def _regular_steps(times: pd.DatetimeIndex, codes: np.ndarray, ids: list[str]) -
 
 
 def resolve_frequency(path: Path, times: pd.DatetimeIndex, codes: np.ndarray, ids: list[str],
-                      stated: str | None, trained: str | None = None) -> timegrid.Freq:
+                      stated: str | None, trained: str | None = None, found: dict | None = None) -> timegrid.Freq:
     """The frequency of the file: `trained` (a run's) or `stated` (data.freq) checked against
-    every timestamp, else inferred from all series at once; never guessed."""
+    every timestamp, else inferred from all series at once; never guessed. `found`, if given,
+    keeps the checked "positions" (timegrid.positions) for _regularise."""
     starts = timegrid.series_starts(times, codes)
     given = trained or stated
     if given is not None:
@@ -206,6 +210,8 @@ def resolve_frequency(path: Path, times: pd.DatetimeIndex, codes: np.ndarray, id
             raise LstmcastError(f"config key 'data.freq' / --freq: {exc}") from None
         pos = timegrid.positions(freq, times, starts)
         if (pos >= 0).all():
+            if found is not None:
+                found["positions"] = pos
             return freq
         k = int(np.flatnonzero(pos < 0)[0])
         if trained is not None:
@@ -264,13 +270,14 @@ def _fill_flat(flat: np.ndarray, first: np.ndarray, last: np.ndarray, fill: str)
 
 
 def _regularise(path: Path, table: pd.DataFrame, codes: np.ndarray, ids: list[str], freq: timegrid.Freq,
-                fill: str, covariates: tuple[str, ...] = ()
+                fill: str, covariates: tuple[str, ...] = (), pos: np.ndarray | None = None
                 ) -> tuple[list[pd.Timestamp], list[np.ndarray], list[np.ndarray]]:
     """Series on the grid, all at once; covariates at missing timestamps are filled like the values
-    (zero: carried forward, as a covariate of 0 may mean something). `table` sorted by series."""
+    (zero: carried forward, as a covariate of 0 may mean something). `table` sorted by series;
+    `pos`: its timegrid.positions, if known."""
     times = pd.DatetimeIndex(table["time"])
-    starts = timegrid.series_starts(times, codes)
-    pos = timegrid.positions(freq, times, starts)
+    if pos is None:
+        pos = timegrid.positions(freq, times, timegrid.series_starts(times, codes))
     lengths = np.zeros(len(ids), dtype=np.int64)
     np.maximum.at(lengths, codes, pos + 1)
     offsets = np.cumsum(lengths) - lengths
@@ -327,16 +334,27 @@ def read_series(path: str | Path | pd.DataFrame, *, id_col: str | None = None, t
     given = path if isinstance(path, pd.DataFrame) else None
     path = FrameName(name) if given is not None else Path(path)
     table = _read_table(path, (id_col or DEFAULT_ID,), given)
+    return series_from_table(path, table, id_col=id_col, time_col=time_col, target=target, fill=fill,
+                             expected_freq=expected_freq, covariates=covariates, freq=freq, dayfirst=dayfirst)
+
+
+def series_from_table(path, table: Table, *, id_col: str | None = None, time_col: str | None = None,
+                      target: list[str] | None = None, fill: str = "error", expected_freq: str | None = None,
+                      covariates: list[str] | None = None, freq: str | None = None,
+                      dayfirst: bool | None = None, facts: dict | None = None) -> SeriesSet:
+    """read_series of a table already read (the whole file, or whole series of it: stream.py).
+    `facts`, if given, records "offsets" (_parse_times)."""
     frame = table.frame
     names = tuple(covariates or ())
     trained = expected_freq is not None
     columns = resolve_columns(path, frame, id_col, time_col, list(target) if target else None,
                               trained=trained, covariates=names)
     check_covariates(path, frame, columns, names, trained)
-    long, zone, dayfirst = _long_table(path, table, columns, names, dayfirst)
+    long, zone, dayfirst = _long_table(path, table, columns, names, dayfirst, facts)
     long, codes, ids = _sorted(path, long)
-    grid = resolve_frequency(path, pd.DatetimeIndex(long["time"]), codes, ids, freq, expected_freq)
-    starts, values, extra = _regularise(path, long, codes, ids, grid, fill, names)
+    found: dict = {}
+    grid = resolve_frequency(path, pd.DatetimeIndex(long["time"]), codes, ids, freq, expected_freq, found)
+    starts, values, extra = _regularise(path, long, codes, ids, grid, fill, names, found.get("positions"))
     return SeriesSet(columns, grid.name, ids, starts, values, extra if names else None, names, zone,
                      dayfirst)
 

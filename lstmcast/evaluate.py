@@ -18,12 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import timegrid
 from .checkpoint import atomic_write_text
 from .data import SeriesSet
 from .errors import LstmcastError
+from .events import Callback
 from .metrics import mase_scale, naive, point_metrics, quantile_metrics, season_length, seasonal_naive
-from .predict import Run, forecast_at, load_run, point, read_for_run
+from .predict import CHUNK_SERIES, Run, forecast_at, load_run, point, series_chunks, whole_file_note
 from .rundir import check_output
+from .stream import NotStreamable
 from .validation import minimum_length, too_short
 
 FORECASTERS = ("model", "naive", "seasonal_naive")
@@ -75,7 +78,7 @@ def backtest(run: Run, series: SeriesSet, windows: int = 1, step: int | None = N
     earliest = np.where(origins >= 1, origins, lengths[None, :]).min(axis=0)
     loc, scale = run.scaler.for_series(series.ids, [v[:e] for v, e in zip(series.values, earliest)])
     # Known future features of the held-out steps come from the data file itself.
-    model = forecast_at(run, series, loc, scale, origin, index)   # (rows, horizon[, Q])
+    model = forecast_at(run, series, loc, scale, origin, index, fixed=True)   # (rows, horizon[, Q])
     # Targets by index into the unscaled float64 values laid end to end.
     flat = np.concatenate(series.values)
     first = np.cumsum(lengths) - lengths
@@ -162,7 +165,7 @@ def score_quantiles(run: Run, result: Backtest, rows: np.ndarray) -> dict[str, d
 
 def evaluate(data_path: str | Path, run_dir: str | Path, out_path: str | Path | None = None, *,
              device: str = "cpu", season: int | None = None, windows: int = 1,
-             step: int | None = None) -> dict:
+             step: int | None = None, chunk_series: int | None = None, on_event: Callback | None = None) -> dict:
     """Metrics for the model and the naive / seasonal-naive baselines; JSON to `out_path` if given.
 
     `metrics` covers every scored (series, window) pair; `per_window` has one entry per window,
@@ -170,6 +173,9 @@ def evaluate(data_path: str | Path, run_dir: str | Path, out_path: str | Path | 
     adds `intervals` and `quantile_loss` next to each `metrics`. `in_sample`, overall and per window,
     counts the scored points the run trained, early-stopped or calibrated on (in_sample()); null
     for a run whose checkpoint does not record it.
+
+    The file is read `chunk_series` series at a time (predict's chunks; 0: at once): only each
+    chunk's scored points and forecasts are kept, and the report is the same whatever the chunk.
     """
     from .spatial import is_grid_run
     if is_grid_run(run_dir):  # a gridded (ConvLSTM) run: persistence and per-cell seasonal naive
@@ -178,20 +184,25 @@ def evaluate(data_path: str | Path, run_dir: str | Path, out_path: str | Path | 
     if season is not None and season < 1:
         raise LstmcastError(f"--season-length {season}: must be 1 or more (1 = no seasonality)")
     check_windows(windows, step)
+    chunk = CHUNK_SERIES if chunk_series is None else chunk_series
+    if chunk < 0:
+        raise LstmcastError(f"--chunk-series {chunk}: must be 0 (the whole file at once) or more")
     if out_path is not None:  # before any work: a bad --out is found at once
         check_output(out_path, [data_path], run_dir)
     run = load_run(run_dir, device)
-    series = read_for_run(run, data_path)
     horizon = run.horizon
     step = horizon if step is None else step
-    short = too_short(series, horizon)
-    if short:
-        sid, n = short[0]
-        raise LstmcastError(f"{data_path}: series '{sid}' has {n} points; evaluate holds out the "
-                            f"last {horizon}, so each series needs at least {minimum_length(horizon)}")
-    season = season or season_length(series.freq)
-    result = backtest(run, series, windows, step, season)
-    seen = seen_points(run, series)
+    season = season or season_length(timegrid.parse_freq(run.freq).name)
+
+    def parts_of(chunk: int) -> list:
+        return [_part(run, series, data_path, windows, step, season) for series in series_chunks(run, data_path, chunk)]
+
+    try:
+        parts = parts_of(chunk)
+    except NotStreamable as exc:
+        (on_event or (lambda event: None))(whole_file_note(data_path, exc))
+        parts = parts_of(0)
+    result, seen, n_series = _merged(parts)
 
     def scored(rows: np.ndarray) -> dict:
         """Point metrics of the selected rows; with quantiles, intervals and quantile_loss too."""
@@ -205,9 +216,43 @@ def evaluate(data_path: str | Path, run_dir: str | Path, out_path: str | Path | 
                   for k, back in enumerate(steps_before_end(windows, step), start=1)]
     every = np.ones(len(result.window), dtype=bool)
     report = {"data": str(data_path), "run": str(run_dir), "horizon": horizon,
-              "season_length": season, "n_series": len(series), **scored(every),
+              "season_length": season, "n_series": n_series, **scored(every),
               "windows": windows, "step": step, "per_window": per_window,
               "in_sample": in_sample(result, seen, every, horizon)}
     if out_path is not None:
         atomic_write_text(out_path, json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _part(run: Run, series: SeriesSet, data_path, windows: int, step: int, season: int
+          ) -> tuple[Backtest, dict[str, np.ndarray] | None, int]:
+    """One chunk's backtest, what the run saw of its series, and its number of series."""
+    short = too_short(series, run.horizon)
+    if short:
+        sid, n = short[0]
+        raise LstmcastError(f"{data_path}: series '{sid}' has {n} points; evaluate holds out the "
+                            f"last {run.horizon}, so each series needs at least {minimum_length(run.horizon)}")
+    return backtest(run, series, windows, step, season), seen_points(run, series), len(series)
+
+
+def _merged(parts: list) -> tuple[Backtest, dict[str, np.ndarray] | None, int]:
+    """The chunks' backtests as the whole file's: series numbered on, rows ordered by window, then
+    series (as backtest orders them), so that every sum runs in the same order."""
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0] + [n for _, _, n in parts])
+    results = [r for r, _, _ in parts]
+    window = np.concatenate([r.window for r in results])
+    order = np.argsort(window, kind="stable")   # chunks in file order: series ascend within each window
+
+    def joined(arrays: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(arrays)[order]
+
+    merged = Backtest(joined([r.series + o for r, o in zip(results, offsets)]), window[order],
+                      joined([r.origin for r in results]), joined([r.actual for r in results]),
+                      {name: joined([r.forecasts[name] for r in results]) for name in FORECASTERS},
+                      joined([r.scale for r in results]),
+                      None if results[0].quantiles is None else joined([r.quantiles for r in results]))
+    seens = [s for _, s, _ in parts]
+    seen = None if seens[0] is None else {kind: np.concatenate([s[kind] for s in seens]) for kind in SEEN_AS}
+    return merged, seen, int(offsets[-1])

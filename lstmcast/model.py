@@ -315,9 +315,13 @@ def count_parameters(model: nn.Module) -> int:
 
 @torch.no_grad()
 def forecast_windows(model: nn.Module, inputs_of, starts: torch.Tensor,
-                     runtime: Runtime | None, batch_size: int = 4096) -> torch.Tensor:
+                     runtime: Runtime | None, batch_size: int = 4096, fixed: bool = False) -> torch.Tensor:
     """Scaled forecasts (n, horizon), or (n, horizon, Q), in fp32 for windows `starts`, in batches,
     in eval mode, under `runtime`'s autocast (None: plain fp32).
+
+    `fixed`: every batch is `batch_size` windows (the last one padded with copies of its first),
+    so that a window's forecast is the same bits whichever windows go with it: matrix kernels
+    round rows differently by the batch's size (rows past a multiple of 4 take another path).
 
     `inputs_of(starts)` builds the model's arguments: (batch, lookback, features) inputs
     (SeriesBuffer.inputs), or a tuple (inputs, future, series) (SeriesBuffer.model_inputs).
@@ -327,10 +331,13 @@ def forecast_windows(model: nn.Module, inputs_of, starts: torch.Tensor,
     model.eval()
     out = []
     for chunk in torch.split(starts, batch_size):
+        real = len(chunk)
+        if fixed and real < batch_size:
+            chunk = torch.cat([chunk, chunk[:1].expand(batch_size - real)])
         with torch.autocast(chunk.device.type, dtype=autocast or torch.float32,
                             enabled=autocast is not None):
             args = inputs_of(chunk)
-            out.append(model(*(args if isinstance(args, tuple) else (args,))).float())
+            out.append(model(*(args if isinstance(args, tuple) else (args,))).float()[:real])
     model.train(was_training)
     if not out:
         levels = getattr(model, "levels", None)

@@ -10,24 +10,29 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .checkpoint import BEST, atomic_write_text, load_checkpoint
+from .checkpoint import BEST, load_checkpoint
 from .config import Config, quantile_column, read_yaml
 from .covariates import FeatureSpec
-from .data import Columns, SeriesSet, read_future, read_series
+from .data import Columns, SeriesSet, read_future, read_series, series_from_table
 from .device import resolve_device
 from .errors import LstmcastError
+from .events import Callback, Note
 from .model import Ensemble, forecast_windows
-from .outputs import csv_text
+from .outputs import TableWriter, csv_text, need_pyarrow
 from .precision import fp32_math
 from .run import RunMeta, config_from_saved, upgrade_payload
 from .rundir import check_output
 from .runtime import Runtime
 from .scaling import Scaler, check_magnitude, to_scaled, unscale
+from .stream import NotStreamable, TimeFormat, series_tables
 from .tbptt import forecast_origins
 from .windows import SeriesBuffer
 
 if TYPE_CHECKING:  # torch itself is used through model, windows and device
     import torch
+
+
+FIXED_BATCH = 1024   # windows per model call in predict, always (padded): forecast_windows(fixed=True)
 
 
 @dataclass
@@ -158,18 +163,20 @@ def forecast(run: Run, series: SeriesSet, horizon: int | None = None,
     if not run.config.train.tbptt:  # a stateful model warms its state over the whole history
         series = series.last_points(run.config.input_length)      # all a windowed forecast reads
     tail = run.features.tail(series, values, run.horizon) if run.features is not None else None
-    return forecast_at(run, series, loc, scale, series.lengths(), tail=tail)[:, :horizon]
+    return forecast_at(run, series, loc, scale, series.lengths(), tail=tail, fixed=True)[:, :horizon]
 
 
 def forecast_at(run: Run, series: SeriesSet, loc: np.ndarray, scale: np.ndarray,
                 origins: np.ndarray, index: np.ndarray | None = None,
-                tail: list[np.ndarray] | None = None) -> np.ndarray:
+                tail: list[np.ndarray] | None = None, fixed: bool = False) -> np.ndarray:
     """(n, run.horizon) forecasts in the data's units from n cut points, in one batched pass;
     (n, run.horizon, Q) with quantiles.
 
     Forecast j reads series `index[j]` (default: series j) up to, not including, point
     `origins[j]`; series i is scaled by (loc[i], scale[i]). Origin = length forecasts the future,
     which with known future features needs `tail` (FeatureSpec.tail): the rows after each end.
+    `fixed`: batches of one size (forecast_windows), so that each forecast is the same bits
+    whichever series are forecast with it (predict's chunks).
     """
     index = np.arange(len(series)) if index is None else np.asarray(index)
     scaled = to_scaled(series.values, loc, scale)
@@ -184,7 +191,8 @@ def forecast_at(run: Run, series: SeriesSet, loc: np.ndarray, scale: np.ndarray,
         if run.config.train.tbptt:  # stateful: the state warmed over the whole history before each origin
             out = forecast_origins(run.model, buffer, origins, index, runtime)
         else:
-            out = forecast_windows(run.model, buffer.model_inputs, buffer.origin_starts(origins, index), runtime)
+            out = forecast_windows(run.model, buffer.model_inputs, buffer.origin_starts(origins, index), runtime,
+                                   **({"batch_size": FIXED_BATCH, "fixed": True} if fixed else {}))
     return unscale(out.cpu().double().numpy(), loc[index], scale[index])
 
 
@@ -227,10 +235,30 @@ def shard_of(ids: list[str], count: int) -> np.ndarray:
     return np.array([zlib.crc32(str(i).encode("utf-8")) % count for i in ids], dtype=np.int64)
 
 
+CHUNK_SERIES = 10_000   # series forecast at a time when writing a file (0: the whole file at once)
+
+
+@dataclass
+class Written:
+    """What predict wrote to its `out_path`."""
+
+    path: Path
+    rows: int
+    series: int
+    steps: int
+
+
 def predict(data_path: str | Path, run_dir: str | Path, out_path: str | Path | None = None, *,
             horizon: int | None = None, device: str = "cpu", future: str | Path | None = None,
-            shard: tuple[int, int] | None = None) -> pd.DataFrame:
-    """Forecast past the end of every series in `data_path`; write CSV to `out_path` if given.
+            shard: tuple[int, int] | None = None, chunk_series: int | None = None,
+            on_event: Callback | None = None) -> pd.DataFrame | Written:
+    """Forecast past the end of every series in `data_path`: the forecasts as a DataFrame, or,
+    with `out_path`, written there (Parquet for a .parquet / .pq name, else CSV) and a Written.
+
+    Writing a file, the series go through `chunk_series` at a time (default CHUNK_SERIES; 0: all
+    at once), read and written incrementally, so memory follows the chunk, not the file; the file
+    is the same, byte for byte, whatever the chunk. That needs each series' rows together: a file
+    where they are not is read whole, with a Note to `on_event` saying so.
     `future`: CSV of the future covariates (runs trained with data.future_covariates).
     `shard` (i, N): only the series whose shard_of is i; the N shards' outputs together are
     the unsharded output, row for row."""
@@ -240,18 +268,91 @@ def predict(data_path: str | Path, run_dir: str | Path, out_path: str | Path | N
             raise LstmcastError("--shard: a gridded run forecasts whole frames; it has no series to shard")
         from .spatial.forecast import predict_grid
         return predict_grid(data_path, run_dir, out_path, horizon=horizon, device=device, future=future)
+    chunk = CHUNK_SERIES if chunk_series is None else chunk_series
+    if chunk < 0:
+        raise LstmcastError(f"--chunk-series {chunk}: must be 0 (the whole file at once) or more")
     if out_path is not None:  # before any work: a bad --out is found at once
         check_output(out_path, [data_path, future], run_dir)
+        need_pyarrow(out_path)
     run = load_run(run_dir, device)
     steps = check_horizon(run, horizon)
-    series = read_for_run(run, data_path)
+    if out_path is None:
+        return _forecasts(run, read_for_run(run, data_path), steps, horizon, future, shard)
+    with TableWriter(out_path) as writer:
+        written = _write_forecasts(run, data_path, writer, steps, horizon, future, shard, chunk,
+                                   on_event or (lambda event: None))
+        writer.commit()
+    return written
+
+
+def _forecasts(run: Run, series: SeriesSet, steps: int, horizon: int | None, future, shard) -> pd.DataFrame:
+    """forecast_frame of `series` (of its shard)."""
     if shard is not None:
         series = series.subset(list(np.flatnonzero(shard_of(series.ids, shard[1]) == shard[0])))
     if len(series) == 0:  # an empty shard: the header alone
         values = np.zeros((0, steps) + ((len(run.levels),) if run.levels else ()))
-        frame = forecast_frame(run, series, values)
-    else:
-        frame = forecast_frame(run, series, forecast(run, series, horizon, future))
-    if out_path is not None:
-        atomic_write_text(out_path, csv_text(frame))
-    return frame
+        return forecast_frame(run, series, values)
+    return forecast_frame(run, series, forecast(run, series, horizon, future))
+
+
+def _write_forecasts(run: Run, data_path, writer: TableWriter, steps: int, horizon, future, shard,
+                     chunk: int, on_event: Callback) -> Written:
+    """Every chunk's forecasts to `writer`, in file order. When a later chunk holds a kind of
+    timestamp the written ones do not (TimeFormat), or the file cannot be read in parts, the
+    table is written again from the start (the run stays loaded)."""
+    times = TimeFormat()
+    time_col = run.columns.time_col
+    writer.csv = lambda frame, header: csv_text(frame, header=header, times={time_col: times.shown()})
+    while True:
+        rows = n_series = 0
+        try:
+            for series in series_chunks(run, data_path, chunk):
+                frame = _forecasts(run, series, steps, horizon, future, shard)
+                if times.add(frame[time_col]) and rows and not writer.parquet:
+                    raise _Again()
+                writer.write(frame)
+                rows, n_series = rows + len(frame), n_series + len(frame) // steps
+            return Written(Path(writer.path), rows, n_series, steps)
+        except _Again:
+            writer.restart()
+        except NotStreamable as exc:
+            on_event(whole_file_note(data_path, exc))
+            writer.restart()
+            chunk = 0
+
+
+def whole_file_note(data_path, reason: NotStreamable) -> Note:
+    return Note(f"{data_path}: {reason}; forecasting the file in one piece, which takes memory "
+                f"in proportion to the file (group each series' rows together to stream it)")
+
+
+class _Again(Exception):
+    """Write the table again: a timestamp of a new kind changed the format of the time column."""
+
+
+def series_chunks(run: Run, data_path, chunk: int):
+    """SeriesSets of `chunk` whole series each, in file order (read_for_run, part by part); the
+    whole file as one when chunk is 0, for a wide file (each column a series), future covariates
+    or a stateful (train.tbptt) run, whose batches pack series together."""
+    cols = run.columns
+    if chunk == 0 or not cols.id_in_input or (run.features is not None and run.features.future) \
+            or run.config.train.tbptt or isinstance(data_path, pd.DataFrame):
+        yield read_for_run(run, data_path)
+        return
+    path, zones = Path(data_path), set()
+    for table in series_tables(path, cols.id_col, chunk, categories=(cols.time_col,)):
+        facts: dict = {}
+        series = series_from_table(path, table, id_col=cols.id_col, time_col=cols.time_col,
+                                   target=list(cols.targets), fill=run.config.data.fill, expected_freq=run.freq,
+                                   covariates=run.config.data.covariates, dayfirst=run.config.data.dayfirst,
+                                   facts=facts)
+        check_magnitude(run.scaler.method, series.ids, series.values, data_path)
+        if facts.get("offsets"):
+            raise NotStreamable("its timestamps have several UTC offsets (the latest one sets the zone of "
+                                "every forecast)")
+        if series.dayfirst is not None and run.config.data.dayfirst is None:
+            raise NotStreamable("its dates are written day/month or month/day (the whole file tells which)")
+        zones.add(str(series.starts[0].tz) if len(series) else "None")
+        if len(zones) > 1:
+            raise NotStreamable(f"its timestamps have several UTC offsets ({', '.join(sorted(zones))})")
+        yield series

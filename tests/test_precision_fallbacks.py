@@ -77,8 +77,8 @@ def test_a_bf16_run_forecasts_in_fp32_on_the_cpu(tmp_path, monkeypatch):
     seen = []
     real = predict_module.forecast_windows
     monkeypatch.setattr(predict_module, "forecast_windows",
-                        lambda model, inputs, starts, runtime: seen.append(runtime.autocast) or real(model, inputs,
-                                                                                                     starts, runtime))
+                        lambda model, inputs, starts, runtime, **options: seen.append(runtime.autocast)
+                        or real(model, inputs, starts, runtime, **options))   # options: predict's fixed batches
     done = run_cli("predict", SALES, "--model", run, "--out", tmp_path / "f.csv")
     assert done.exit_code == 0, done.stderr
     assert seen == [None]

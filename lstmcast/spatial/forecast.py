@@ -22,6 +22,7 @@ from ..checkpoint import BEST, atomic_write_text, load_checkpoint
 from ..config import Config
 from ..device import resolve_device
 from ..errors import LstmcastError
+from ..outputs import need_pyarrow, write_table
 from ..run import config_from_saved
 from ..rundir import check_output
 from ..timegrid import season_length
@@ -122,6 +123,7 @@ def predict_grid(data_path: str | Path, run_dir: str | Path, out_path: str | Pat
         raise LstmcastError("--future: gridded runs have no future covariates; drop --future")
     if out_path is not None:
         check_output(out_path, [data_path], run_dir)
+        need_pyarrow(out_path)
     run = load_grid_run(run_dir, device)
     steps = run.horizon if horizon is None else horizon
     if not 1 <= steps <= run.horizon:
@@ -131,7 +133,7 @@ def predict_grid(data_path: str | Path, run_dir: str | Path, out_path: str | Pat
     values = forecast_frames(run, grid, [len(grid.times)], steps)[0]
     frame = long_frame(run, grid, grid.future_times(steps), values)
     if out_path is not None:
-        atomic_write_text(out_path, frame.to_csv(index=False))
+        write_table(out_path, frame)
     return frame
 
 
@@ -154,6 +156,7 @@ def evaluate_grid(data_path: str | Path, run_dir: str | Path, out_path: str | Pa
         raise LstmcastError("--windows and --step must be 1 or more")
     if out_path is not None:
         check_output(out_path, [data_path], run_dir)
+        need_pyarrow(out_path)
     run = load_grid_run(run_dir, device)
     grid = read_for_grid_run(run, data_path)
     horizon = run.horizon
