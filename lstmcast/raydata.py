@@ -210,8 +210,13 @@ def _connect(ray, address: str | None) -> bool:
     import logging
 
     ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)   # no "Starting execution" lines on stderr
-    if ray.is_initialized():
+    logging.getLogger("ray.data").setLevel(logging.ERROR)   # no "Starting execution" lines on stderr, no notices
+    given = address or os.environ.get("RAY_ADDRESS")
+    _check_reachable(given, "--ray-address" if address else "RAY_ADDRESS")
+    if ray.is_initialized():   # this process's own ray.init (Python use): its cluster, never another
+        if address is not None:
+            raise LstmcastError(f"address {address}: Ray is already initialized in this process; drop the "
+                                f"address, or call ray.shutdown() first")
         return False
     try:
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
@@ -220,6 +225,24 @@ def _connect(ray, address: str | None) -> bool:
         raise LstmcastError(f"{where}: cannot connect to a Ray cluster ({' '.join(str(exc).split())}); start one "
                             f"with 'ray start --head' or check the address") from None
     return True
+
+
+def _check_reachable(address: str | None, option: str) -> None:
+    """A HOST:PORT address that nothing answers on is one line at once: ray.init would retry for
+    minutes, logging a warning every few seconds. ('auto', ray://... are Ray's to resolve.)"""
+    import socket
+
+    if not address or address == "auto" or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=10):
+            pass
+    except ValueError:
+        raise LstmcastError(f"{option} {address}: write it as HOST:PORT (e.g. 10.0.0.5:6379) or auto") from None
+    except OSError as exc:
+        raise LstmcastError(f"{option} {address}: no Ray cluster answers there ({exc.strerror or exc}); start one "
+                            f"with 'ray start --head' or check the address") from None
 
 
 def _rows_of(run: Run, series) -> pd.DataFrame:

@@ -108,6 +108,15 @@ def test_cli_ray_writes_the_same_bytes(sales_run, text_ids, ray_loads, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.csv", "ray.csv"]   # no temporary left
 
 
+@needs_ray
+def test_unreachable_address_is_one_line_at_once(sales_run, tmp_path):
+    """ray.init would retry for minutes, a warning every few seconds."""
+    result = run_cli("predict", SALES, "--model", sales_run, "--out", tmp_path / "f.csv", "--ray",
+                     "--ray-address", "127.0.0.1:1")
+    error_line(result, "--ray-address 127.0.0.1:1: no Ray cluster answers there", "ray start --head")
+    assert not (tmp_path / "f.csv").exists()
+
+
 def test_forecaster_maps_a_batch_of_whole_series_as_predict(sales_run, text_ids):
     """The actor's work without Ray: a batch of some whole series forecasts them as predict does."""
     expected = predict(text_ids, sales_run)
