@@ -111,7 +111,9 @@ def check_batch_times(frame: pd.DataFrame, time_col: str) -> None:
 
 
 def _with_shard(batch: pd.DataFrame, id_col: str, shards: int) -> pd.DataFrame:
-    ids = batch[id_col].astype(object).where(batch[id_col].notna(), "")
+    """The batch with each row's shard: that of its id as the reader will see it (as text, blanks
+    around it removed), so that ' 007' and '007', one series to the reader, share a batch."""
+    ids = batch[id_col].astype(object).where(batch[id_col].notna(), "").astype(str).str.strip()
     return batch.assign(**{SHARD_COLUMN: shard_of(list(ids), shards)})
 
 

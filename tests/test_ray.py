@@ -128,6 +128,15 @@ def test_forecaster_maps_a_batch_of_whole_series_as_predict(sales_run, text_ids)
     assert Forecaster(sales_run, horizon=4)(batch.iloc[:0]).shape == (0, 3)   # an empty batch: no rows
 
 
+def test_rows_of_one_series_share_a_batch():
+    """The shard is that of the id as the reader sees it: ' 007' and '007' are one series."""
+    from lstmcast.raydata import SHARD_COLUMN, _with_shard
+
+    rows = pd.DataFrame({"unique_id": [" 007", "007 ", "007", "7"], "y": [1.0, 2.0, 3.0, 4.0]})
+    shards = _with_shard(rows, "unique_id", 1000)[SHARD_COLUMN].tolist()
+    assert shards[:3] == [shard_of(["007"], 1000)[0]] * 3 and shards[3] == shard_of(["7"], 1000)[0] != shards[0]
+
+
 def test_forecaster_refuses_times_a_batch_would_read_unlike_the_file(sales_run):
     """Several UTC offsets: the forecasts' zone would follow each batch's own latest timestamp."""
     rows = pd.read_csv(SALES).head(60)
