@@ -32,7 +32,13 @@ demo: install
 	$(BIN)/lstmcast evaluate sample_data/sales_monthly.csv --model runs/demo --out runs/demo-metrics.json
 	@echo "forecasts: runs/demo-forecasts.csv   metrics: runs/demo-metrics.json (2024, held out)   model: runs/demo/"
 
-test: install
+# The tests of predict --ray need Ray Data (the `ray` extra, ~80 MB): installed for the test run
+# only, so that CI runs them rather than skipping them (tests/test_ray.py skips without ray).
+$(VENV)/.ray-installed: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install --quiet -e '.[ray]'
+	touch $@
+
+test: install $(VENV)/.ray-installed
 	$(PY) -m pytest -q
 
 # configs/default.yaml is generated from the key declarations in lstmcast/keys.py (their defaults

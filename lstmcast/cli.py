@@ -332,11 +332,19 @@ def predict(
                                      "by a stable hash of the id); the N outputs together are the whole forecast."),
     chunk_series: int | None = typer.Option(None, "--chunk-series", help="Series forecast at a time, read and "
                                             "written as they go (default 10000; 0: the whole file at once)."),
+    ray: bool = typer.Option(False, "--ray", help="Forecast on Ray Data: actors each load the model once and map "
+                             "batches of whole series (pip install 'lstmcast[ray]'); the same output."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="With --ray: the cluster to use, e.g. auto "
+                                           "or ray://head:10001 (default: RAY_ADDRESS, else a local Ray)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print errors only."),
 ) -> None:
     """Forecast past the end of every series in DATA (a CSV or Parquet file, or a folder of
     Parquet files; or a folder or a quoted glob of CSV files, each forecast to OUT/<its name>, OUT
     then a folder)."""
+    if ray or ray_address is not None:
+        _guard(lambda: _predict_ray(data, model, out, horizon, device, future, shard, ray, ray_address, quiet,
+                                    chunk_series))
+        return
     many = _many_inputs(data)
     if many is not None:
         _guard(lambda: _predict_many(many, data, model, out, horizon, device, future, shard, quiet,
@@ -360,6 +368,29 @@ def predict(
             print(f"wrote {result.rows} forecasts ({result.series} series{steps}{where}) to {out}", file=sys.stderr)
 
     _guard(body)
+
+
+def _predict_ray(data: Path, model: Path, out: Path, horizon, device: str, future, shard, ray: bool,
+                 address: str | None, quiet: bool, chunk_series: int | None = None) -> None:
+    """predict --ray: one file forecast on Ray Data (raydata.predict_file), the same output file."""
+    from .errors import LstmcastError
+
+    clash = ("--ray-address needs --ray" if not ray else
+             "--shard and --ray are two ways to spread the work; use one" if shard is not None else
+             "--future is not taken with --ray; predict without --ray" if future is not None else
+             "--ray forecasts on the workers' CPUs; drop --device" if device != "cpu" else
+             "--chunk-series is predict's own streaming; Ray batches the series itself: drop it"
+             if chunk_series is not None else
+             "--ray reads one file; give one CSV or Parquet file" if _many_inputs(data) else None)
+    if clash is not None:
+        raise LstmcastError(clash)
+    from .raydata import predict_file
+
+    frame = predict_file(data, model, out, horizon=horizon, address=address)
+    if not quiet:
+        n_series = frame.iloc[:, 0].nunique()
+        print(f"wrote {len(frame)} forecasts ({n_series} series x {len(frame) // n_series} steps, on Ray) to {out}",
+              file=sys.stderr)
 
 
 def _many_inputs(data: Path) -> list[Path] | None:

@@ -120,14 +120,18 @@ def _check_saved_config(run_dir: Path, path: Path, config: Config) -> None:
                             f"{advice}")
 
 
-def read_for_run(run: Run, data_path: str | Path) -> SeriesSet:
-    """Read a CSV with the columns, fill policy and frequency the run was trained with."""
+def read_for_run(run: Run, data_path: str | Path | pd.DataFrame, *, dayfirst: bool | None = None,
+                 name: str = "data frame") -> SeriesSet:
+    """Read a CSV (Parquet, a DataFrame called `name` in messages) with the columns, fill policy
+    and frequency the run was trained with; `dayfirst` None: the run's data.dayfirst."""
     cols = run.columns
+    dayfirst = run.config.data.dayfirst if dayfirst is None else dayfirst
     series = read_series(data_path, id_col=cols.id_col if cols.id_in_input else None,
                          time_col=cols.time_col, target=list(cols.targets),
                          fill=run.config.data.fill, expected_freq=run.freq,
-                         covariates=run.config.data.covariates, dayfirst=run.config.data.dayfirst)
-    check_magnitude(run.scaler.method, series.ids, series.values, data_path)
+                         covariates=run.config.data.covariates, dayfirst=dayfirst, name=name)
+    check_magnitude(run.scaler.method, series.ids, series.values,
+                    name if isinstance(data_path, pd.DataFrame) else data_path)
     return series
 
 
