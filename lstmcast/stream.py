@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pandas.api.types import union_categoricals
 
 from . import timegrid
 from .csvread import (
@@ -149,8 +148,14 @@ def _concat(first: pd.DataFrame, then: pd.DataFrame) -> pd.DataFrame:
     for name in first.columns:
         a, b = first[name], then[name]
         if isinstance(a.dtype, pd.CategoricalDtype) and isinstance(b.dtype, pd.CategoricalDtype):
-            both = union_categoricals([a.array, b.array]).categories
-            first[name], then[name] = a.cat.set_categories(both), b.cat.set_categories(both)
+            # Text categories as object (pandas 3 may infer its str dtype for some and not others).
+            ours, theirs = (pd.Index(np.asarray(c.cat.categories, dtype=object), dtype=object) for c in (a, b))
+            both = ours.append(theirs[~theirs.isin(ours)])
+            codes = b.cat.codes.to_numpy()
+            moved = both.get_indexer(theirs)
+            first[name] = pd.Categorical.from_codes(a.cat.codes.to_numpy(), categories=both)
+            then[name] = pd.Categorical.from_codes(np.where(codes >= 0, moved[np.maximum(codes, 0)] if len(moved)
+                                                            else -1, -1), categories=both)
     return pd.concat([first, then])
 
 
