@@ -319,7 +319,7 @@ def _epoch(run: RunState, job: _Member, fit: Fit, runtime: Runtime, emit: Callba
                                          job.batches.horizon, job.loss, runtime)
     else:
         val_loss = validation_loss(fit.model, job.view, job.val_starts, job.batches.horizon, job.loss, runtime)
-    validated = time.perf_counter()
+    val_done = time.perf_counter()
     val_loss = runtime.ranks.agree(val_loss)  # rank 0's: early stopping and the schedule decide alike
     if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
         raise LstmcastError(f"training diverged at epoch {epoch} (train loss {train_loss}, "
@@ -337,7 +337,7 @@ def _epoch(run: RunState, job: _Member, fit: Fit, runtime: Runtime, emit: Callba
     saving = time.perf_counter()
     run.save(LAST, run.meta.to_checkpoint(None, **fit.resumable(), member=job.member, members_done=run.done,
                                           members_held_out=run.held_out, history=run.history))
-    run.timings = (max(run.timings[0], validated - trained), max(run.timings[1], time.perf_counter() - saving))
+    run.timings = (max(run.timings[0], val_done - trained), max(run.timings[1], time.perf_counter() - saving))
     run.budget.finish_estimate(max(run.planned, job.member), *run.timings)
     emit(EpochEnd(job.member, run.config.train.ensemble, epoch, tc.epochs, train_loss, val_loss, lr,
                   seconds, improved))

@@ -39,7 +39,8 @@ def slow_epochs(monkeypatch):
 def test_slow_epochs_train_fewer_members_for_longer(tmp_path, slow_epochs):
     run = tmp_path / "slow"
     result = cli("train", SALES, "--out", run, "--set", "model.hidden_size=8", "--set", "model.layers=1",
-                 "--set", "train.epochs=30", "--set", "train.patience=30", "--set", "train.recipe=auto", "--time-budget", "10m")
+                 "--set", "train.epochs=30", "--set", "train.patience=30", "--set", "train.recipe=auto",
+                 "--time-budget", "10m")
     assert result.exit_code == 0, result.stderr
     rows = (run / "history.csv").read_text().splitlines()[1:]
     members = [int(row.split(",")[0]) for row in rows]
