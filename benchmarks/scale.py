@@ -35,23 +35,26 @@ import pandas as pd
 POINTS = 120
 
 
-def make_file(path: Path, n: int, seed: int = 0) -> None:
-    """N series x POINTS monthly points, long format (unique_id, ds, y), written in chunks."""
+def chunks(n: int, seed: int = 0, chunk: int = 20_000):
+    """(ids, y) of N series x POINTS monthly points, `chunk` series at a time: ids (k,) text,
+    y (k, POINTS), a level x season x trend with noise."""
     rng = np.random.default_rng(seed)
-    dates = pd.date_range("2010-01-01", periods=POINTS, freq="MS").strftime("%Y-%m-%d").to_numpy()
     t = np.arange(POINTS)
-    chunk = 20_000
-    first = True
     for lo in range(0, n, chunk):
         k = min(chunk, n - lo)
         level = rng.uniform(50, 500, (k, 1))
         season = 1 + 0.2 * np.sin(2 * np.pi * (t[None, :] + rng.integers(0, 12, (k, 1))) / 12)
         y = level * season * (1 + 0.002 * t[None, :]) + rng.normal(0, 5, (k, POINTS))
-        ids = np.char.add("s", np.char.zfill(np.arange(lo, lo + k).astype(str), 7))
-        frame = pd.DataFrame({"unique_id": np.repeat(ids, POINTS), "ds": np.tile(dates, k),
-                              "y": np.round(y.ravel(), 2)})
-        frame.to_csv(path, index=False, mode="w" if first else "a", header=first)
-        first = False
+        yield np.char.add("s", np.char.zfill(np.arange(lo, lo + k).astype(str), 7)), np.round(y, 2)
+
+
+def make_file(path: Path, n: int, seed: int = 0) -> None:
+    """N series x POINTS monthly points, long format (unique_id, ds, y), written in chunks."""
+    dates = pd.date_range("2010-01-01", periods=POINTS, freq="MS").strftime("%Y-%m-%d").to_numpy()
+    for number, (ids, y) in enumerate(chunks(n, seed)):
+        frame = pd.DataFrame({"unique_id": np.repeat(ids, POINTS), "ds": np.tile(dates, len(ids)),
+                              "y": y.ravel()})
+        frame.to_csv(path, index=False, mode="a" if number else "w", header=not number)
 
 
 def make_parquet(path: Path, n: int, seed: int = 0, chunk: int = 20_000) -> None:
@@ -59,20 +62,13 @@ def make_parquet(path: Path, n: int, seed: int = 0, chunk: int = 20_000) -> None
     `chunk` series at a time to a temporary name, renamed when complete."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    rng = np.random.default_rng(seed)
     dates = pd.date_range("2010-01-01", periods=POINTS, freq="MS").values.astype("datetime64[ns]")
-    t = np.arange(POINTS)
     schema = pa.schema([("unique_id", pa.string()), ("ds", pa.timestamp("ns")), ("y", pa.float64())])
     partial = path.with_name(f".{path.name}.part")
     with pq.ParquetWriter(partial, schema) as writer:
-        for lo in range(0, n, chunk):
-            k = min(chunk, n - lo)
-            level = rng.uniform(50, 500, (k, 1))
-            season = 1 + 0.2 * np.sin(2 * np.pi * (t[None, :] + rng.integers(0, 12, (k, 1))) / 12)
-            y = level * season * (1 + 0.002 * t[None, :]) + rng.normal(0, 5, (k, POINTS))
-            ids = np.char.add("s", np.char.zfill(np.arange(lo, lo + k).astype(str), 7))
-            writer.write_table(pa.table({"unique_id": np.repeat(ids, POINTS), "ds": np.tile(dates, k),
-                                         "y": np.round(y.ravel(), 2)}, schema=schema))
+        for ids, y in chunks(n, seed, chunk):
+            writer.write_table(pa.table({"unique_id": np.repeat(ids, POINTS), "ds": np.tile(dates, len(ids)),
+                                         "y": y.ravel()}, schema=schema))
     partial.replace(path)
 
 
