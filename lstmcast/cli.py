@@ -11,6 +11,7 @@ lines go to stderr and nothing is animated.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -560,9 +561,16 @@ def _is_usage_error(exc: BaseException) -> bool:
     return any(cls.__name__ == "UsageError" for cls in type(exc).__mro__)
 
 
+def _terminated(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """The console script: like app(), except that a command-line mistake (an unknown option, a
-    value of the wrong type) is one `lstmcast: error:` line with exit 2, not a framed box."""
+    value of the wrong type) is one `lstmcast: error:` line with exit 2, not a framed box.
+    SIGTERM (cron's timeout, kill, a scheduler) unwinds like Ctrl-C: a partial output's temporary
+    file and an unfinished run directory are removed, and the exit code is 143."""
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         code = app(standalone_mode=False)
     except Exception as exc:
