@@ -145,11 +145,14 @@ def config_args(config: str | None) -> list[str]:
 
 
 def member_forecasts(run_dir: Path, data: Path, names: list[str]) -> np.ndarray:
-    """(members, series, horizon): each member of the run forecasting alone, rows in `names` order."""
+    """(members, series, horizon): each member of the run forecasting alone, rows in `names` order
+    (the network alone: without the classical forecasts a model.classical run combines it with)."""
+    from lstmcast.config import load_config
     from lstmcast.model import Ensemble
     from lstmcast.predict import forecast, load_run, read_for_run
 
     run = load_run(run_dir)
+    run.config = load_config(None, {"model.classical": None}, base=run.config)
     series = read_for_run(run, data)
     position = {str(sid): i for i, sid in enumerate(series.ids)}
     rows = [position[name] for name in names]
@@ -345,16 +348,26 @@ def competition(name: str, spec: Competition, config: str | None, sets: list[str
             lstmcast("predict", str(data), "--model", str(run_dir), "--out", str(out))
             result.seconds = (trained - began, time.perf_counter() - trained)
             frame = pd.read_csv(out)
+            members = member_forecasts(run_dir, data, [str(s.sn) for s in series])
             if members_out:
                 Path(members_out).parent.mkdir(parents=True, exist_ok=True)
-                np.savez(members_out, forecasts=member_forecasts(run_dir, data, [str(s.sn) for s in series]),
-                         holdout=holdout)
+                np.savez(members_out, forecasts=members, holdout=holdout)
+            report = json.loads((run_dir / "metrics.json").read_text())
         order = {s.sn: i for i, s in enumerate(series)}
         frame = frame.assign(row=frame["unique_id"].astype(str).map(order)).sort_values(["row", "ds"])
         assert frame["row"].nunique() == len(series), "every series must get a forecast"
         forecast = frame["forecast"].to_numpy().reshape(len(series), horizon)
         result.rows.append(("lstmcast", smape(actual, forecast), mase(histories, actual, forecast, m),
                             result.seconds[0]))
+        if "classical" in report:   # what the network alone scores: the median of the kept members
+            neural = np.median(members, axis=0)
+            result.rows.append(("lstmcast, network alone", smape(actual, neural), mase(histories, actual, neural, m),
+                                None))
+            kept = report["classical"]["kept"]
+            result.notes.append(f"lstmcast combined {' and '.join(kept) if kept else 'no classical forecast'} with "
+                                f"{len(members)} member(s) (validation MASE on the early-stopping windows "
+                                f"{report['classical']['kept_mase']:.4f}, network alone "
+                                f"{report['classical']['neural_mase']:.4f})")
     snaive = np.stack([np.resize(x[-m:], horizon) for x in histories])
     short = sum(len(x) <= m for x in histories)
     if short:

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .keys import CLASSICAL
 from .timegrid import family, season_length
 
 # M4 conventions where there are some (Makridakis et al. 2020): yearly 6, quarterly 8, monthly 18,
@@ -149,17 +150,19 @@ def resolve(config, series) -> tuple[Any, list[Choice]]:
     from .config import load_config
     given = config.given_keys()
     user_members = len(config.train.members) if "train.members" in given and config.train.members else None
-    choices = choose(Facts.of(series), given, config.data.horizon, user_members, config.train.tbptt)
+    choices = choose(Facts.of(series), given, config.data.horizon, user_members, config.train.tbptt,
+                     point=not config.model.quantiles)
     if not choices:
         return config, []
     return load_config(None, {c.key: c.value for c in choices}, base=config), choices
 
 
 def choose(facts: Facts, given: set[str], horizon: int | None = None,
-           user_members: int | None = None, tbptt: int = 0) -> list[Choice]:
+           user_members: int | None = None, tbptt: int = 0, point: bool = True) -> list[Choice]:
     """The automatic recipe for data with these facts: a Choice for each key not in `given`
     (dotted keys the user set). `horizon`: the user's, when given; `user_members`: how many
-    train.members entries the user gave; `tbptt`: train.tbptt (a stateful model: _stateful)."""
+    train.members entries the user gave; `tbptt`: train.tbptt (a stateful model: _stateful);
+    `point`: the run forecasts points (no model.quantiles), which classical forecasts may join."""
     if tbptt:
         return _stateful(facts, given, horizon)
     if "train.ensemble_lookbacks" in given:
@@ -190,6 +193,12 @@ def choose(facts: Facts, given: set[str], horizon: int | None = None,
         pick("train.members", members, "; ".join(r[2] for r in recipes))
         pick("train.select", True, "after training, members whose recipe does not suit the data are left "
              "out, judged on the early-stopping windows")
+    if point and "train.select" not in given:
+        pick("model.classical", list(CLASSICAL), "the median with Theta and damped exponential smoothing, each "
+             "kept only where it lowers the early-stopping windows' MASE (train.select)")
+        if not any(choice.key == "train.select" for choice in out):
+            pick("train.select", True, "classical forecasts are kept only where they help on the early-stopping "
+                 "windows")
     first = recipes[0]
     pick("model.window_norm", first[0], "each window centred and scaled by its own mean and spread"
          if first[0] == "standard" else "each window divided by its mean level")

@@ -21,6 +21,7 @@ from .errors import LstmcastError
 from .keys import (
     CALENDARS,
     CELLS,
+    CLASSICAL,
     DEVICES,
     FILL_POLICIES,
     LOSSES,
@@ -44,7 +45,7 @@ from .keys import (
 )
 
 # Declared in keys.py, importable from here too (lstmcast.config is the public home of a Config).
-__all__ = ["CALENDARS", "CELLS", "DEVICES", "FILL_POLICIES", "LOSSES", "MEMBER_KEYS", "OPTION_KEYS",
+__all__ = ["CALENDARS", "CELLS", "CLASSICAL", "DEVICES", "FILL_POLICIES", "LOSSES", "MEMBER_KEYS", "OPTION_KEYS",
            "PRECISIONS", "RECIPES", "RESUMABLE_KEYS", "SCALINGS", "SCHEDULES", "WINDOW_NORMS", "Config",
            "DataConfig", "ModelConfig", "TrainConfig", "config_from_dict", "declared", "default_yaml",
            "is_choice", "load_config", "parse_set", "quantile_column", "quantile_pairs", "read_yaml", "safe_load"]
@@ -223,6 +224,9 @@ def _check_items(key: str, meta: dict, value: list) -> list:
             raise LstmcastError(f"config key '{key}': every item must be >= {low}, got {value!r}")
         if high is not None and item > high:
             raise LstmcastError(f"config key '{key}': every item must be <= {high}, got {value!r}")
+        if meta["choices"] is not None and not is_choice(item, meta["choices"]):
+            raise LstmcastError(f"config key '{key}': every item must be one of {'|'.join(meta['choices'])}, "
+                                f"got {item!r}")
         if meta["unique"] and item in out:
             raise LstmcastError(f"config key '{key}': {item!r} is listed twice, got {value!r}")
         out.append(item)

@@ -33,6 +33,7 @@ PRECISIONS = ("auto", "bf16", "fp32", "tf32")
 # checked by allocating on it (device.resolve_device).
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 RECIPES = ("auto", "none")
+CLASSICAL = ("theta", "ets")
 SCHEDULES = ("plateau", "linear")
 
 
@@ -157,6 +158,11 @@ class ModelConfig:
         False, "widen/narrow symmetric quantile pairs to their nominal coverage (conformalized quantile "
         "regression) on calibration windows: the last horizon of each series of >= 3 x horizon + 1 points, held "
         "out from training and early stopping (which moves to the horizon before)")
+    classical: list | None = _key(
+        None, "classical forecasts combined with the neural median (the median of all, the mean of two): "
+        "theta | ets (damped-trend exponential smoothing), each on seasonally adjusted data; with "
+        "train.select only those that lower the early-stopping windows' MASE are kept; null = none. Point "
+        "forecasts only", nullable=True, kind=list, choices=CLASSICAL, unique=True)
     series_embedding: int = _key(
         0, "size of a learned vector per series joined to the summary (0 = off); unseen series get the mean vector",
         minimum=0)
@@ -175,6 +181,9 @@ class ModelConfig:
             if odd is not None:
                 raise LstmcastError(f"config key 'model.quantiles': {odd!r} has more than 6 significant "
                                     f"digits (its column would be q_{odd:g}); round it")
+        if self.classical and self.quantiles:
+            raise LstmcastError("config key 'model.classical' combines point forecasts; it cannot be used with "
+                                "model.quantiles: set model.classical or model.quantiles to null")
         if self.conformal and not quantile_pairs(self.quantiles or []):
             raise LstmcastError("config key 'model.conformal' calibrates symmetric pairs of "
                                 "model.quantiles (such as 0.1 and 0.9); set model.quantiles to "

@@ -1,6 +1,6 @@
 """The run's members: what every member of a run shares (RunState), how many of them and how many
 epochs the time budget fits (plan_members, replan, plan_linear, cut), which of them are kept
-(select, keep), and the run files that record it (config.yaml's text, history.csv).
+(select, keep), which classical forecasts join them (select_classical, keep_classical), and the run files that record it (config.yaml's text, history.csv).
 
 train.py's recipe calls these; nothing here trains.
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import classical
 from .budget import EPOCHS_PER_MEMBER, Budget
 from .checkpoint import BEST, atomic_write_text, save_checkpoint
 from .config import Config, load_config
@@ -26,7 +27,7 @@ from .model import Ensemble
 from .run import RunMeta
 from .runtime import Runtime
 from .scaling import Scaler
-from .selection import Selection, choose_members
+from .selection import Combination, Selection, choose_classical, choose_members
 from .validation import Parts, validation_forecasts
 from .windows import SeriesBuffer
 
@@ -134,6 +135,27 @@ def select(run: RunState, runtime: Runtime) -> Selection:
         forecasts.append(forecast if forecast.ndim == 2 else forecast[..., member.median_index])
     scale = history_scale(histories, season_length(run.series.freq))
     return choose_members(np.stack(forecasts), actual, scale)
+
+
+def select_classical(run: RunState, runtime: Runtime) -> Combination:
+    """model.classical with train.select: which classical forecasts lower the validation MASE of the
+    median with the (kept) members' median, on the early-stopping windows (choose_classical)."""
+    ensemble = Ensemble.from_weights(run.config, run.held_out, dims=run.dims).to(runtime.device)
+    neural, actual, histories = validation_forecasts(ensemble, run.buffer, run.parts, run.series, run.scaler,
+                                                     runtime)
+    season = season_length(run.series.freq)
+    methods = run.config.model.classical
+    found = classical.forecasts(methods, histories, run.parts.horizon, season,
+                                classical.history_points(run.config.input_length, season))
+    return choose_classical(neural, dict(zip(methods, found)), actual, history_scale(histories, season))
+
+
+def keep_classical(run: RunState, methods: tuple[str, ...]) -> None:
+    """From now on the run combines exactly `methods` (train.select off: already chosen)."""
+    run.config = load_config(None, {"model.classical": list(methods) or None, "train.select": False},
+                             base=run.config)
+    run.meta = dataclasses.replace(run.meta, config=run.config)
+    run.write_text("config.yaml", config_text(run.config, run.choices))
 
 
 def keep(run: RunState, keep: list[int]) -> None:

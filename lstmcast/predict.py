@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from . import classical
 from .checkpoint import BEST, load_checkpoint
 from .config import Config, quantile_column, read_yaml
 from .covariates import FeatureSpec
@@ -17,6 +18,7 @@ from .data import Columns, SeriesSet, read_future, read_series, series_from_tabl
 from .device import resolve_device
 from .errors import LstmcastError
 from .events import Callback, Note
+from .metrics import season_length
 from .model import Ensemble, forecast_windows
 from .outputs import TableWriter, csv_text, need_pyarrow
 from .precision import fp32_math
@@ -165,7 +167,7 @@ def forecast(run: Run, series: SeriesSet, horizon: int | None = None,
     values = future_values(run, series, future, horizon)
     loc, scale = run.scaler.for_series(series.ids, series.values)  # (unseen series: their whole history)
     if not run.config.train.tbptt:  # a stateful model warms its state over the whole history
-        series = series.last_points(run.config.input_length)      # all a windowed forecast reads
+        series = series.last_points(reads(run))      # all a windowed forecast (and model.classical) reads
     tail = run.features.tail(series, values, run.horizon) if run.features is not None else None
     return forecast_at(run, series, loc, scale, series.lengths(), tail=tail, fixed=True)[:, :horizon]
 
@@ -197,7 +199,21 @@ def forecast_at(run: Run, series: SeriesSet, loc: np.ndarray, scale: np.ndarray,
         else:
             out = forecast_windows(run.model, buffer.model_inputs, buffer.origin_starts(origins, index), runtime,
                                    **({"batch_size": FIXED_BATCH, "fixed": True} if fixed else {}))
-    return unscale(out.cpu().double().numpy(), loc[index], scale[index])
+    values = unscale(out.cpu().double().numpy(), loc[index], scale[index])
+    methods = run.config.model.classical
+    if methods:   # point forecasts only (keys.ModelConfig): the median with the classical forecasts
+        season = season_length(run.freq)
+        points = classical.history_points(run.config.input_length, season)
+        histories = [series.values[i][max(0, o - points): o] for i, o in zip(index, np.asarray(origins))]
+        values = classical.combine(values, classical.forecasts(methods, histories, run.horizon, season, points))
+    return values
+
+
+def reads(run: Run) -> int:
+    """How many of each series' last points a forecast past its end reads."""
+    if not run.config.model.classical:
+        return run.config.input_length
+    return classical.history_points(run.config.input_length, season_length(run.freq))
 
 
 def point(run: Run, values: np.ndarray) -> np.ndarray:

@@ -1,5 +1,8 @@
 """Which ensemble members forecast (`train.select`): chosen on the early-stopping windows.
 
+Then (model.classical) the classical forecasts: every subset of them is scored by the validation
+MASE of its median with the kept members' median forecast (choose_classical), the same way.
+
 Members of different recipes help each other when they are about as good; a recipe that does not
 suit the data (dividing by the mean level where the seasonal swing is small, say) only drags the
 median. After every member has trained, each non-empty subset of them is scored by the validation
@@ -14,6 +17,8 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+
+from .classical import combine
 
 SELECT_TOLERANCE = 0.005   # a larger subset within 0.5% of the best subset's MASE is preferred
 MAX_EXHAUSTIVE = 8         # up to this many members every subset is scored; above, greedy backward
@@ -77,3 +82,34 @@ def _backward(forecasts, actual, scale) -> dict[tuple[int, ...], float]:
             scores[s] = mase(actual, median_of(forecasts, s), scale)
         current = min(trials, key=scores.get)
     return scores
+
+
+@dataclass(frozen=True)
+class Combination:
+    """Which classical forecasts join the neural median (model.classical with train.select)."""
+    keep: tuple[str, ...]
+    scores: dict[tuple[str, ...], float]   # validation MASE per subset of methods; () = neural alone
+
+    def report(self) -> dict:
+        """metrics.json's "classical"."""
+        return {"metric": "validation MASE of the median with the neural forecast (early-stopping windows)",
+                "kept": list(self.keep), "kept_mase": round(self.scores[self.keep], 6),
+                "neural_mase": round(self.scores[()], 6),
+                "mase": {"+".join(s) or "neural": round(v, 6) for s, v in self.scores.items()}}
+
+
+def choose_classical(neural: np.ndarray, classical: dict[str, np.ndarray], actual: np.ndarray, scale: np.ndarray,
+                     tolerance: float = SELECT_TOLERANCE) -> Combination:
+    """neural (series, horizon): the kept members' median on the validation windows; classical: each
+    method's forecasts there. Every subset of the methods (the empty one: neural alone) is scored by
+    the MASE of its median with the neural forecast; the largest subset within `tolerance` of the
+    best is kept, as choose_members does."""
+    names = tuple(classical)
+    subsets = [s for size in range(len(names) + 1) for s in itertools.combinations(names, size)]
+    scores = {s: mase(actual, combine(neural, [classical[n] for n in s]), scale) for s in subsets}
+    finite = {s: v for s, v in scores.items() if np.isfinite(v)}
+    if not finite:
+        return Combination((), scores)
+    best = min(finite.values())
+    keep = min((s for s, v in finite.items() if v <= best * (1 + tolerance)), key=lambda s: (-len(s), finite[s]))
+    return Combination(keep, scores)

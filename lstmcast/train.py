@@ -397,10 +397,18 @@ def _finalize(run: RunState, fit: Fit, runtime: Runtime, emit: Callback) -> Trai
                       f"(validation MASE {selection.scores[selection.keep]:.4f}, all members "
                       f"{selection.scores[tuple(trained)]:.4f}; train.select)"))
             members.keep(run, list(selection.keep))
+    combination = None
+    if select and run.config.model.classical:
+        combination = runtime.ranks.agree(members.select_classical(run, runtime))
+        scores = combination.scores
+        emit(Note(f"classical forecasts: {' and '.join(combination.keep) or 'none'} of "
+                  f"{', '.join(run.config.model.classical)} joined the neural median (validation MASE "
+                  f"{scores[combination.keep]:.4f}, neural alone {scores[()]:.4f}; model.classical)"))
+        members.keep_classical(run, combination.keep)
     config, parts = run.config, run.parts
     model = Ensemble.from_weights(config, run.held_out, dims=run.dims).to(runtime.device)
     metrics = validation_metrics(model, run.buffer, parts, run.series, run.scaler, runtime,
-                                 config.model.quantiles)
+                                 config.model.quantiles, config.model.classical, config.input_length)
     metrics["validation_windows"] = validation_label(parts, any(run.refits))
     patience = config.member(config.train.ensemble).train.patience  # of the last member
     metrics.update({"members": config.train.ensemble, "refit_epochs": config.train.refit_epochs,
@@ -418,6 +426,8 @@ def _finalize(run: RunState, fit: Fit, runtime: Runtime, emit: Callback) -> Trai
         run.meta = dataclasses.replace(run.meta, conformal=metrics["conformal"])
     if selection is not None:
         metrics["selection"] = selection.report()
+    if combination is not None:
+        metrics["classical"] = combination.report()
     metrics["recipe"] = [choice.line() for choice in run.choices]
     metrics["time_budget"] = run.budget.summary()
     run.save(BEST, run.meta.to_checkpoint(run.done))

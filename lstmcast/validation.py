@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import timegrid
+from . import classical, timegrid
 from .data import SeriesSet
 from .keys import quantile_pairs
 from .losses import Loss, window_loss
@@ -179,13 +179,18 @@ def validation_forecasts(model, buffer: SeriesBuffer, parts: Parts, series: Seri
 
 
 def validation_metrics(model, buffer: SeriesBuffer, parts: Parts, series: SeriesSet, scaler: Scaler,
-                       runtime: Runtime | None, quantiles: list[float] | None = None) -> dict:
+                       runtime: Runtime | None, quantiles: list[float] | None = None,
+                       methods: list[str] | None = None, input_length: int = 0) -> dict:
     """Model vs naive baselines on the early-stopping windows (`parts`), original units. With
-    quantiles also interval coverage and pinball losses (of the uncalibrated model). Without
-    `runtime`: fp32."""
+    quantiles also interval coverage and pinball losses (of the uncalibrated model); with `methods`
+    (model.classical) the point forecast is the median with those classical forecasts, as predict
+    makes it. Without `runtime`: fp32."""
     forecast, actual, histories = validation_forecasts(model, buffer, parts, series, scaler, runtime)
     point = forecast if forecast.ndim == 2 else forecast[..., model.median_index]
     season = season_length(series.freq)
+    if methods:
+        point = classical.combine(point, classical.forecasts(methods, histories, parts.horizon, season,
+                                                             classical.history_points(input_length, season)))
     metrics = {"horizon": parts.horizon, "season_length": season, "n_series": len(series),
                "n_validated": len(actual), "validation": compare(actual, point, histories, season)}
     if forecast.ndim == 3:

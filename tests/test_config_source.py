@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 import yaml
 
-from lstmcast import cells, config, data, device, losses, precision, scaling
+from lstmcast import cells, classical, config, data, device, losses, precision, scaling
 from lstmcast.cli import app
 from lstmcast.config import Config, declared, default_yaml
 
@@ -76,5 +76,7 @@ def test_each_choice_list_is_one_list():
     assert choices["train.precision"] is precision.PRECISIONS is config.PRECISIONS
     assert choices["train.device"] is device.DEVICES is config.DEVICES
     assert choices["train.recipe"] is config.RECIPES and choices["train.schedule"] is config.SCHEDULES
+    assert choices["model.classical"] is config.CLASSICAL is classical.METHODS
     assert set(choices) == {"data.fill", "data.scaling", "data.calendar", "model.window_norm", "model.cell",
-                            "train.loss", "train.precision", "train.device", "train.recipe", "train.schedule"}
+                            "train.loss", "train.precision", "train.device", "train.recipe", "train.schedule",
+                            "model.classical"}
