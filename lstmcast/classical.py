@@ -16,7 +16,9 @@ import itertools
 
 import numpy as np
 
-from .keys import CLASSICAL as METHODS   # declared with model.classical
+from .keys import CLASSICAL
+
+METHODS = CLASSICAL   # declared with model.classical (keys.py)
 
 SEASONAL_Z = 1.645        # one-sided 95% normal quantile: thetaf's 90% two-sided seasonality test
 THETA_ALPHAS = np.r_[np.linspace(0.02, 0.98, 25), 0.995]

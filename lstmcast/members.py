@@ -1,6 +1,7 @@
 """The run's members: what every member of a run shares (RunState), how many of them and how many
 epochs the time budget fits (plan_members, replan, plan_linear, cut), which of them are kept
-(select, keep), which classical forecasts join them (select_classical, keep_classical), and the run files that record it (config.yaml's text, history.csv).
+(select, keep), which classical forecasts join them (select_classical, keep_classical), and
+the run files that record it (config.yaml's text, history.csv).
 
 train.py's recipe calls these; nothing here trains.
 """

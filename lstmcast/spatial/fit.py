@@ -43,7 +43,8 @@ GRID_SCALINGS = ("standard", "none")
 # simply not read (conv_channels is the width; calendar features are not used).
 _NOT_FOR_GRIDS = ("data.id_col", "data.past_covariates", "data.future_covariates", "model.window_norm",
                   "model.cell", "model.bidirectional", "model.attention", "model.linear_skip", "model.quantiles",
-                  "model.conformal", "model.classical", "model.series_embedding", "train.ensemble", "train.ensemble_lookbacks",
+                  "model.conformal", "model.classical",
+                  "model.series_embedding", "train.ensemble", "train.ensemble_lookbacks",
                   "train.members", "train.refit_epochs", "train.max_windows_per_series", "train.windows_per_epoch",
                   "train.schedule", "train.select", "train.time_budget")
 
