@@ -135,22 +135,9 @@ def seen_points(run: Run, series: SeriesSet) -> dict[str, np.ndarray] | None:
     return dict(zip(SEEN_AS, counts))
 
 
-def in_sample(result: Backtest, seen: dict[str, np.ndarray] | None, rows: np.ndarray,
-              horizon: int) -> dict[str, int] | None:
-    """Scored points of the selected rows the run saw: {"points", "of", "trained", "early_stopping",
-    "calibration"}; None when unknown (an old checkpoint)."""
-    if seen is None:
-        return None
-    origin, index = result.origin[rows], result.series[rows]
-    upto = [np.clip(seen[kind][index] - origin, 0, horizon).sum() for kind in SEEN_AS]
-    by_kind = np.diff([0, *upto])
-    out = {"points": int(upto[-1]), "of": int(rows.sum()) * horizon}
-    out.update({kind: int(n) for kind, n in zip(SEEN_AS, by_kind)})
-    return out
-
-
 def score(result: Backtest, rows: np.ndarray) -> dict[str, dict[str, float]] | None:
-    """Metrics of each forecaster over the selected rows (None when there are none)."""
+    """Metrics of each forecaster over the selected rows of one backtest held whole (None when
+    there are none); evaluate() sums them chunk by chunk instead (scoresums), to within an ulp."""
     if not rows.any():
         return None
     return {name: point_metrics(result.actual[rows], result.forecasts[name][rows], result.scale[rows])
@@ -172,7 +159,7 @@ def evaluate(data_path: str | Path, run_dir: str | Path, out_path: str | Path | 
     `metrics` covers every scored (series, window) pair; `per_window` has one entry per window,
     oldest first. windows=1 is the plain hold-out of the last horizon points. A run with quantiles
     adds `intervals` and `quantile_loss` next to each `metrics`. `in_sample`, overall and per window,
-    counts the scored points the run trained, early-stopped or calibrated on (in_sample()); null
+    counts the scored points the run trained, early-stopped or calibrated on (_seen_upto()); null
     for a run whose checkpoint does not record it.
 
     The file is read `chunk_series` series at a time (predict's chunks; 0: at once): each chunk's
@@ -245,8 +232,9 @@ def _part(run: Run, series: SeriesSet, data_path, windows: int, step: int, seaso
 
 
 def _seen_upto(result: Backtest, seen: dict[str, np.ndarray] | None, horizon: int) -> np.ndarray | None:
-    """(SEEN_AS, rows) how many of each row's scored points the run saw, cumulative by kind (as
-    in_sample() sums them); None when unknown."""
+    """(SEEN_AS, rows) how many of each row's scored points the run saw, cumulative by kind: the
+    first `trained` of its horizon points trained the weights, and so on (seen_points()); None
+    when unknown (an old checkpoint)."""
     if seen is None:
         return None
     return np.stack([np.clip(seen[kind][result.series] - result.origin, 0, horizon) for kind in SEEN_AS])

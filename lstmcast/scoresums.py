@@ -193,7 +193,8 @@ class WindowScores:
         return {"intervals": intervals, "quantile_loss": losses}
 
     def in_sample(self, w: int) -> dict[str, int] | None:
-        """evaluate.in_sample over window w's rows (None: unknown)."""
+        """{"points", "of", "trained", "early_stopping", "calibration"}: window w's scored points the
+        run saw, by what it did with them (None: unknown, an old checkpoint)."""
         if self.upto is None:
             return None
         upto = [int(n) for n in self.upto[:, w]]
