@@ -1,6 +1,7 @@
 """Reading a CSV into typed columns: the dialect (delimiter, Excel's `sep=` line), ids kept as
 text byte for byte, which columns are id / time / target, numbers and covariates cell by cell,
-and timestamps (day/month order, UTC offsets). data.py builds the series from these.
+and timestamps (day/month order, UTC offsets). data.py builds the series from these. Parquet,
+NetCDF and DataFrame sources are read in columnar.py into the same shape; _read_table dispatches.
 
 Every problem a user can fix is a LstmcastError naming the file, the line (1-based, the header
 is line 1), the column and what to do. Nothing here writes files.
@@ -18,6 +19,17 @@ import numpy as np
 import pandas as pd
 
 from . import timegrid
+from .columnar import (  # noqa: F401  (re-exported: data.py, stream.py and others import them from here)
+    NA_TEXT,
+    NETCDF_SUFFIXES,
+    PARQUET_SUFFIXES,
+    FrameName,
+    _frame_copy,
+    _parquet_files,
+    _read_netcdf,
+    _read_parquet,
+    by_rows,
+)
 from .errors import LstmcastError
 
 DEFAULT_ID, DEFAULT_TIME, DEFAULT_TARGET = "unique_id", "ds", "y"
@@ -46,24 +58,6 @@ def _line(index: int) -> int:
     return int(index) + 2
 
 
-PARQUET_SUFFIXES = (".parquet", ".pq")
-NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
-
-
-class FrameName(str):
-    """The name a pandas DataFrame goes by in messages (read_series(frame, name=...)): its
-    rows are numbered from 1, as they are for Parquet."""
-
-
-def by_rows(path) -> bool:
-    """Whether `path`'s rows are named by number (Parquet, a folder of it, a data frame)
-    rather than by CSV line (the header is line 1)."""
-    if isinstance(path, FrameName):
-        return True
-    path = Path(path)
-    return path.suffix.lower() in PARQUET_SUFFIXES + NETCDF_SUFFIXES or path.is_dir()
-
-
 def _at(path, index: int) -> str:
     """Where a row is, for a message: 'sales.csv line 12' or 'sales.parquet row 11'."""
     return f"{path} row {int(index) + 1}" if by_rows(path) else f"{path} line {_line(index)}"
@@ -74,9 +68,6 @@ def _other(path, index: int) -> str:
     return _at(path, index)[len(str(path)) + 1:]
 
 
-# Cells read as "no value" in value and covariate columns (pandas' defaults); ids stay text.
-NA_TEXT = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
-                     "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
 _DELIMITERS = (",", ";", "\t", "|")
 
 
@@ -177,83 +168,6 @@ class _csv_errors:
         if kind is not None and issubclass(kind, UnicodeDecodeError):
             raise LstmcastError(f"{path}: not a text CSV file (encoding is not UTF-8)") from None
         return False
-
-
-def _parquet_files(path: Path) -> list[Path]:
-    """The Parquet file itself, or a folder's *.parquet / *.pq files (recursively, sorted)."""
-    if path.is_file():
-        return [path]
-    files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in PARQUET_SUFFIXES)
-    if not files:
-        raise LstmcastError(f"{path}: a folder with no .parquet files in it; pass a CSV or Parquet file, "
-                            f"or a folder of Parquet files")
-    return files
-
-
-def _read_parquet(path: Path, text: tuple[str, ...]) -> pd.DataFrame:
-    """A Parquet file, or a folder of them read as one table (files in name order, rows
-    numbered on from one file to the next); needs pyarrow (the `parquet` extra)."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise LstmcastError(f"{path}: reading Parquet needs pyarrow; pip install 'lstmcast[parquet]' "
-                            f"(or pyarrow), or pass a CSV") from None
-    frames = []
-    for file in _parquet_files(path):
-        try:
-            frames.append(pq.read_table(file).to_pandas())
-        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-            raise LstmcastError(f"{file}: not a readable Parquet file ({str(exc).strip()})") from None
-    names = [list(f.columns) for f in frames]
-    if any(n != names[0] for n in names[1:]):
-        other = next(i for i, n in enumerate(names) if n != names[0])
-        raise LstmcastError(f"{_parquet_files(path)[other]}: its columns differ from "
-                            f"{_parquet_files(path)[0].name}'s; every file of the folder needs the same columns")
-    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    return _frame_copy(path, frame, text, copy=False)
-
-
-def _read_netcdf(path: Path, text: tuple[str, ...]) -> pd.DataFrame:
-    """A NetCDF file as a long table: one row per point of its dimensions (time, lat, lon, ...),
-    a column per dimension and per variable (xarray's to_dataframe); needs xarray and h5netcdf
-    (the `netcdf` extra)."""
-    try:
-        import xarray
-    except ImportError:
-        raise LstmcastError(f"{path}: reading NetCDF needs xarray; pip install 'lstmcast[netcdf]', "
-                            f"or pass a CSV or Parquet file") from None
-    try:
-        with xarray.open_dataset(path) as data:
-            frame = data.to_dataframe().reset_index()
-    except (OSError, ValueError) as exc:  # not NetCDF, or no engine installed that reads it
-        raise LstmcastError(f"{path}: not a readable NetCDF file ({str(exc).strip().splitlines()[0]}); "
-                            f"pip install 'lstmcast[netcdf]' for NetCDF-4 files") from None
-    return _frame_copy(path, frame, text, copy=False)
-
-
-def _frame_copy(path, frame: pd.DataFrame, text: tuple[str, ...], copy: bool = True) -> pd.DataFrame:
-    """A typed table (Parquet, a DataFrame) in the shape a CSV is read into: plain column names,
-    rows numbered 0.., the `text` columns as strings (missing stays missing), text cells of the
-    NA_TEXT spellings missing elsewhere. The caller's frame is never changed."""
-    if not all(isinstance(c, str) for c in frame.columns):
-        other = next(c for c in frame.columns if not isinstance(c, str))
-        raise LstmcastError(f"{path}: column names must be text (found {other!r})")
-    names = [c.strip() for c in frame.columns]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise LstmcastError(f"{path}: column name {', '.join(repr(n) for n in twice)} appears more than once; "
-                            f"give every column its own name")
-    frame = frame.copy() if copy else frame
-    frame.columns = names
-    frame.index = pd.RangeIndex(len(frame))
-    for name in names:
-        column = frame[name]
-        if name in text:
-            if not (column.dtype == object or pd.api.types.is_string_dtype(column)):
-                frame[name] = column.astype(str).where(column.notna())
-        elif column.dtype == object or pd.api.types.is_string_dtype(column):
-            frame[name] = column.where(~column.isin(NA_TEXT))
-    return frame
 
 
 def _stripped(table: Table, text: tuple[str, ...], categories: tuple[str, ...] = ()) -> Table:

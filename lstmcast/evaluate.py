@@ -26,6 +26,7 @@ from .events import Callback
 from .metrics import mase_scale, naive, point_metrics, quantile_metrics, season_length, seasonal_naive
 from .predict import CHUNK_SERIES, Run, forecast_at, load_run, point, series_chunks, whole_file_note
 from .rundir import check_output
+from .scoresums import WindowScores
 from .stream import NotStreamable
 from .validation import minimum_length, too_short
 
@@ -134,22 +135,9 @@ def seen_points(run: Run, series: SeriesSet) -> dict[str, np.ndarray] | None:
     return dict(zip(SEEN_AS, counts))
 
 
-def in_sample(result: Backtest, seen: dict[str, np.ndarray] | None, rows: np.ndarray,
-              horizon: int) -> dict[str, int] | None:
-    """Scored points of the selected rows the run saw: {"points", "of", "trained", "early_stopping",
-    "calibration"}; None when unknown (an old checkpoint)."""
-    if seen is None:
-        return None
-    origin, index = result.origin[rows], result.series[rows]
-    upto = [np.clip(seen[kind][index] - origin, 0, horizon).sum() for kind in SEEN_AS]
-    by_kind = np.diff([0, *upto])
-    out = {"points": int(upto[-1]), "of": int(rows.sum()) * horizon}
-    out.update({kind: int(n) for kind, n in zip(SEEN_AS, by_kind)})
-    return out
-
-
 def score(result: Backtest, rows: np.ndarray) -> dict[str, dict[str, float]] | None:
-    """Metrics of each forecaster over the selected rows (None when there are none)."""
+    """Metrics of each forecaster over the selected rows of one backtest held whole (None when
+    there are none); evaluate() sums them chunk by chunk instead (scoresums), to within an ulp."""
     if not rows.any():
         return None
     return {name: point_metrics(result.actual[rows], result.forecasts[name][rows], result.scale[rows])
@@ -171,11 +159,12 @@ def evaluate(data_path: str | Path, run_dir: str | Path, out_path: str | Path | 
     `metrics` covers every scored (series, window) pair; `per_window` has one entry per window,
     oldest first. windows=1 is the plain hold-out of the last horizon points. A run with quantiles
     adds `intervals` and `quantile_loss` next to each `metrics`. `in_sample`, overall and per window,
-    counts the scored points the run trained, early-stopped or calibrated on (in_sample()); null
+    counts the scored points the run trained, early-stopped or calibrated on (_seen_upto()); null
     for a run whose checkpoint does not record it.
 
-    The file is read `chunk_series` series at a time (predict's chunks; 0: at once): only each
-    chunk's scored points and forecasts are kept, and the report is the same whatever the chunk.
+    The file is read `chunk_series` series at a time (predict's chunks; 0: at once): each chunk's
+    backtest is folded into exact per-window sums (scoresums.WindowScores) and dropped, so memory is
+    one chunk plus a few numbers per window, and the report has the same bits whatever the chunk.
     """
     from .spatial import is_grid_run
     if is_grid_run(run_dir):  # a gridded (ConvLSTM) run: persistence and per-cell seasonal naive
@@ -194,31 +183,38 @@ def evaluate(data_path: str | Path, run_dir: str | Path, out_path: str | Path | 
     step = horizon if step is None else step
     season = season or season_length(timegrid.parse_freq(run.freq).name)
 
-    def parts_of(chunk: int) -> list:
-        return [_part(run, series, data_path, windows, step, season) for series in series_chunks(run, data_path, chunk)]
+    def scores_of(chunk: int) -> tuple[WindowScores, int]:
+        scores = WindowScores.for_run(windows, horizon, FORECASTERS, run.levels, run.quantiles,
+                                      None if run.seen is None else SEEN_AS)
+        n_series = 0
+        for series in series_chunks(run, data_path, chunk):
+            result, seen, n = _part(run, series, data_path, windows, step, season)
+            scores.add(result.window - 1, result.actual, result.forecasts, result.scale, result.quantiles,
+                       run.levels or (), _seen_upto(result, seen, horizon))
+            n_series += n
+        return scores, n_series
 
     try:
-        parts = parts_of(chunk)
+        scores, n_series = scores_of(chunk)
     except NotStreamable as exc:
         (on_event or (lambda event: None))(whole_file_note(data_path, exc))
-        parts = parts_of(0)
-    result, seen, n_series = _merged(parts)
+        scores, n_series = scores_of(0)
 
-    def scored(rows: np.ndarray) -> dict:
-        """Point metrics of the selected rows; with quantiles, intervals and quantile_loss too."""
-        out = {"metrics": score(result, rows)}
-        if result.quantiles is not None:
-            out.update(score_quantiles(run, result, rows))
+    def scored(scores: WindowScores, w: int) -> dict:
+        """Point metrics of window w; with quantiles, intervals and quantile_loss too."""
+        out = {"metrics": scores.metrics(w)}
+        if run.levels is not None:
+            out.update(scores.quantile_scores(w))
         return out
 
-    per_window = [{"window": k, "steps_before_end": int(back), "n_series": int((result.window == k).sum()),
-                   **scored(result.window == k), "in_sample": in_sample(result, seen, result.window == k, horizon)}
+    per_window = [{"window": k, "steps_before_end": int(back), "n_series": int(scores.rows[k - 1]),
+                   **scored(scores, k - 1), "in_sample": scores.in_sample(k - 1)}
                   for k, back in enumerate(steps_before_end(windows, step), start=1)]
-    every = np.ones(len(result.window), dtype=bool)
+    every = scores.overall()
     report = {"data": str(data_path), "run": str(run_dir), "horizon": horizon,
-              "season_length": season, "n_series": n_series, **scored(every),
+              "season_length": season, "n_series": n_series, **scored(every, 0),
               "windows": windows, "step": step, "per_window": per_window,
-              "in_sample": in_sample(result, seen, every, horizon)}
+              "in_sample": every.in_sample(0)}
     if out_path is not None:
         atomic_write_text(out_path, json.dumps(report, indent=2) + "\n")
     return report
@@ -235,24 +231,10 @@ def _part(run: Run, series: SeriesSet, data_path, windows: int, step: int, seaso
     return backtest(run, series, windows, step, season), seen_points(run, series), len(series)
 
 
-def _merged(parts: list) -> tuple[Backtest, dict[str, np.ndarray] | None, int]:
-    """The chunks' backtests as the whole file's: series numbered on, rows ordered by window, then
-    series (as backtest orders them), so that every sum runs in the same order."""
-    if len(parts) == 1:
-        return parts[0]
-    offsets = np.cumsum([0] + [n for _, _, n in parts])
-    results = [r for r, _, _ in parts]
-    window = np.concatenate([r.window for r in results])
-    order = np.argsort(window, kind="stable")   # chunks in file order: series ascend within each window
-
-    def joined(arrays: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(arrays)[order]
-
-    merged = Backtest(joined([r.series + o for r, o in zip(results, offsets)]), window[order],
-                      joined([r.origin for r in results]), joined([r.actual for r in results]),
-                      {name: joined([r.forecasts[name] for r in results]) for name in FORECASTERS},
-                      joined([r.scale for r in results]),
-                      None if results[0].quantiles is None else joined([r.quantiles for r in results]))
-    seens = [s for _, s, _ in parts]
-    seen = None if seens[0] is None else {kind: np.concatenate([s[kind] for s in seens]) for kind in SEEN_AS}
-    return merged, seen, int(offsets[-1])
+def _seen_upto(result: Backtest, seen: dict[str, np.ndarray] | None, horizon: int) -> np.ndarray | None:
+    """(SEEN_AS, rows) how many of each row's scored points the run saw, cumulative by kind: the
+    first `trained` of its horizon points trained the weights, and so on (seen_points()); None
+    when unknown (an old checkpoint)."""
+    if seen is None:
+        return None
+    return np.stack([np.clip(seen[kind][result.series] - result.origin, 0, horizon) for kind in SEEN_AS])

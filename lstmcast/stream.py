@@ -20,16 +20,8 @@ import numpy as np
 import pandas as pd
 
 from . import timegrid
-from .csvread import (
-    Table,
-    _csv_errors,
-    _frame_copy,
-    _other,
-    _parquet_files,
-    _stripped,
-    by_rows,
-    csv_options,
-)
+from .columnar import _frame_copy, _parquet_files, by_rows
+from .csvread import Table, _csv_errors, _other, _stripped, csv_options
 from .errors import LstmcastError
 
 READ_ROWS = 1 << 20   # rows read at a time (a CSV chunk, a Parquet batch)

@@ -1,11 +1,19 @@
 """Batch prediction on Ray Data (the `ray` extra): the same forecasts as `lstmcast predict`, value
 for value and byte for byte, with each actor loading the run once. One local Ray of 2 CPUs for
-the module (starting it takes seconds); the tests that need no Ray run without it."""
+the module (starting it takes seconds); the tests that need no Ray run without it.
+
+Every step on Ray (its start, each test, its shutdown) has a deadline (RAY_SECONDS): a hung Ray
+fails its test instead of eating CI's time. pytest-timeout is not a dependency; deadline() is a
+SIGALRM in the main thread, with faulthandler ending the process should Ray hold that thread in C
+and never let the failure be raised."""
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,8 +29,15 @@ from lstmcast.predict import predict, shard_of
 from lstmcast.raydata import Forecaster
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                               reason="ray is not installed: pip install 'lstmcast[ray]' (make test installs it)")
+_no_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                             reason="ray is not installed: pip install 'lstmcast[ray]' (make test installs it)")
+
+
+def needs_ray(test):
+    """A test that runs on Ray: skipped without it, failed past its deadline (ray_deadline)."""
+    return _no_ray(pytest.mark.usefixtures("ray_deadline")(test))
+
+
 ACTORS, SHARDS = 2, 5
 # Ids that a number-guessing reader would change ('007' -> 7, '1e3' -> 1000.0); the rest as sampled.
 RENAMED = {"store_01": "007", "store_02": "7", "store_03": "1e3", "store_04": "0.50"}
@@ -36,6 +51,53 @@ def text_ids(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ray-data") / "sales_text_ids.csv"
     frame.to_csv(path, index=False)
     return path
+
+
+RAY_SECONDS = 300   # Ray's start or shutdown, or one test on it (seconds each here): minutes more is a hang
+GRACE_SECONDS = 60  # then, if the failure could not be raised, every thread's stack and the process ends
+
+
+@contextlib.contextmanager
+def deadline(seconds: int, what: str):
+    """Fail `what` once it has run `seconds`: SIGALRM raises pytest's Failed (a BaseException, so
+    neither the CLI nor Ray's `except Exception` swallows it) in the main thread. Should Ray hold
+    that thread in C code, the handler never runs: GRACE_SECONDS later faulthandler prints every
+    thread's traceback and ends the process (exit 1), a failed job rather than a hung one."""
+    if not hasattr(signal, "SIGALRM"):   # Windows: no alarm; CI runs Linux
+        yield
+        return
+
+    def expired(signum, frame):
+        pytest.fail(f"{what} still running after {seconds} s: Ray hung (tests/test_ray.py deadline)")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    faulthandler.dump_traceback_later(seconds + GRACE_SECONDS, exit=True)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        faulthandler.cancel_dump_traceback_later()
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def ray_deadline(request):
+    """Each test that runs on Ray, within RAY_SECONDS."""
+    with deadline(RAY_SECONDS, request.node.name):
+        yield
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGALRM"), reason="no SIGALRM on this platform")
+def test_a_step_past_its_deadline_fails_and_leaves_no_alarm():
+    before = signal.getsignal(signal.SIGALRM)
+    started = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match="a sleep still running after 1 s: Ray hung"):
+        with deadline(1, "a sleep"):
+            time.sleep(5)
+    assert time.monotonic() - started < 4                              # failed at the deadline, not after
+    assert signal.getsignal(signal.SIGALRM) is before                  # the handler restored
+    assert signal.alarm(0) == 0                                        # no alarm left behind
 
 
 def _count_loads():
@@ -61,12 +123,14 @@ def ray_loads(tmp_path_factory):
 
     loads = tmp_path_factory.mktemp("loads")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])   # the hook travels by value
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-             runtime_env={"worker_process_setup_hook": _count_loads,
-                          "env_vars": {"LSTMCAST_TEST_LOADS": str(loads)}})
+    with deadline(RAY_SECONDS, "ray.init"):
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                 runtime_env={"worker_process_setup_hook": _count_loads,
+                              "env_vars": {"LSTMCAST_TEST_LOADS": str(loads)}})
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield loads
-    ray.shutdown()
+    with deadline(RAY_SECONDS, "ray.shutdown"):
+        ray.shutdown()
 
 
 def _by_series(frame: pd.DataFrame) -> pd.DataFrame:
