@@ -80,3 +80,12 @@ def sales_run(tmp_path_factory) -> Path:
     result = run_cli("train", SALES, "--out", out, "--set", "train.epochs=3", *TINY)
     assert result.exit_code == 0, result.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def quantile_run(tmp_path_factory) -> Path:
+    """One small run forecasting quantiles 0.1, 0.5, 0.9 on the monthly sample (read-only tests)."""
+    out = tmp_path_factory.mktemp("runs") / "q"
+    result = run_cli("train", SALES, "--out", out, "--set", "train.epochs=1", "--quantiles", "0.1,0.5,0.9", *TINY)
+    assert result.exit_code == 0, result.stderr
+    return out

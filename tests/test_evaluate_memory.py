@@ -11,7 +11,7 @@ from fractions import Fraction
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SALES, TINY, run_cli
+from conftest import SALES, run_cli
 
 from lstmcast.evaluate import FORECASTERS, SEEN_AS, backtest, score, score_quantiles
 from lstmcast.metrics import point_metrics
@@ -20,14 +20,6 @@ from lstmcast.scoresums import UNIT_BITS, ExactSums, WindowScores
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 H = 12   # the sample run's horizon
-
-
-@pytest.fixture(scope="module")
-def quantile_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "q"
-    result = run_cli("train", SALES, "--out", out, "--set", "train.epochs=1", "--quantiles", "0.1,0.5,0.9", *TINY)
-    assert result.exit_code == 0, result.stderr
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,6 @@ pytest.importorskip("pyarrow")  # the dev extra installs it; the 'parquet' extra
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def quantile_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "q"
-    result = run_cli("train", SALES, "--out", out, "--set", "train.epochs=1", "--quantiles", "0.1,0.5,0.9", *TINY)
-    assert result.exit_code == 0, result.stderr
-    return out
-
-
 @pytest.fixture
 def small_reads(monkeypatch):
     """Read 5 rows at a time: every series is cut across reads."""
