@@ -25,6 +25,7 @@ THETA_ALPHAS = np.r_[np.linspace(0.02, 0.98, 25), 0.995]
 ES_ALPHAS = np.array([0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99])
 ES_BETAS = np.array([0.0, 0.01, 0.05, 0.1, 0.2])
 ES_PHIS = np.array([0.8, 0.9, 0.95, 0.98, 1.0])
+ES_BLOCK = 128           # series per pass of the ES grid search (their (series, grid) arrays fit in cache)
 
 
 def _rowsum(a: np.ndarray) -> np.ndarray:
@@ -159,7 +160,6 @@ def damped(x: np.ndarray, h: int, m: int) -> np.ndarray:
     y, idx = _deseasonalised(x, m)
     valid = np.isfinite(y)
     grid = np.array(list(itertools.product(ES_ALPHAS, ES_BETAS, ES_PHIS)))
-    a, b, p = (grid[:, i][None, :] for i in range(3))
     n = valid.sum(axis=1)
     first = np.argmax(valid, axis=1)
     rows = np.arange(len(y))
@@ -167,20 +167,43 @@ def damped(x: np.ndarray, h: int, m: int) -> np.ndarray:
     later = np.minimum(first + np.minimum(np.maximum(m, 1), np.maximum(n - 1, 1)), y.shape[1] - 1)
     span = np.maximum(later - first, 1)
     trend0 = np.where(n > 1, (y[rows, later] - y0) / span, 0.0)
+    level, trend = np.empty(len(y)), np.empty(len(y))
+    best = np.empty(len(y), dtype=np.int64)
+    for lo in range(0, len(y), ES_BLOCK):   # a block of series at a time: its arrays stay in cache
+        block = slice(lo, lo + ES_BLOCK)
+        level[block], trend[block], best[block] = _smooth(y[block], valid[block], first[block], y0[block],
+                                                          trend0[block], grid)
+    damp = np.cumsum(grid[best, 2][:, None] ** np.arange(1, h + 1)[None, :], axis=1)
+    forecast = level[:, None] + damp * trend[:, None]
+    return _reseasonalised(forecast, idx)
+
+
+def _smooth(y, valid, first, y0, trend0, grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Damped-trend ES of each row of `y` for every (alpha, beta, phi) of `grid`: the final level
+    and trend of each row's best-fitting setting, and its index."""
+    a, b, p = (grid[:, i][None, :] for i in range(3))
+    ab = a * b
     level = np.repeat(y0[:, None], len(grid), axis=1)
     trend = trend0[:, None] * (b > 0)
     sse = np.zeros_like(level)
-    for t in range(y.shape[1]):
+    f, e, tmp = np.empty_like(level), np.empty_like(level), np.empty_like(level)
+    for t in range(int(first.min(initial=y.shape[1])) + 1, y.shape[1]):   # before: no row has started
         on = (valid[:, t] & (t > first))[:, None]
-        f = level + p * trend
-        e = np.where(on, y[:, t][:, None] - f, 0.0)
-        sse += e * e
-        level = np.where(on, f + a * e, level)
-        trend = np.where(on, p * trend + a * b * e, trend)
+        np.multiply(p, trend, out=f)
+        f += level                                           # f = level + phi * trend
+        np.subtract(y[:, t][:, None], f, out=e)
+        np.copyto(e, 0.0, where=~on)                         # e = y - f where the row has started, else 0
+        np.multiply(e, e, out=tmp)
+        sse += tmp
+        np.multiply(a, e, out=tmp)
+        tmp += f                                             # level' = f + alpha * e
+        np.copyto(level, tmp, where=on)
+        np.multiply(p, trend, out=tmp)
+        tmp += ab * e                                        # trend' = phi * trend + alpha * beta * e
+        np.copyto(trend, tmp, where=on)
     best = np.argmin(sse, axis=1)
-    damp = np.cumsum(grid[best, 2][:, None] ** np.arange(1, h + 1)[None, :], axis=1)
-    forecast = level[rows, best][:, None] + damp * trend[rows, best][:, None]
-    return _reseasonalised(forecast, idx)
+    rows = np.arange(len(y))
+    return level[rows, best], trend[rows, best], best
 
 
 def forecast(method: str, histories: list[np.ndarray] | np.ndarray, h: int, m: int,
