@@ -159,7 +159,8 @@ def damped(x: np.ndarray, h: int, m: int) -> np.ndarray:
     phi by in-sample one-step squared error), reseasonalised. x (series, L) -> (series, h)."""
     y, idx = _deseasonalised(x, m)
     valid = np.isfinite(y)
-    grid = np.array(list(itertools.product(ES_ALPHAS, ES_BETAS, ES_PHIS)))
+    # beta 0 keeps the trend at 0, where phi changes nothing: those settings once, with phi 1.
+    grid = np.array([g for g in itertools.product(ES_ALPHAS, ES_BETAS, ES_PHIS) if g[1] > 0 or g[2] == 1.0])
     n = valid.sum(axis=1)
     first = np.argmax(valid, axis=1)
     rows = np.arange(len(y))
