@@ -66,10 +66,13 @@ def choose_members(forecasts: np.ndarray, actual: np.ndarray, scale: np.ndarray,
         scores = {s: mase(actual, median_of(forecasts, s), scale) for s in subsets}
     else:
         scores = _backward(forecasts, actual, scale)
+    return Selection(largest_within(scores, tolerance), scores, members)
+
+
+def largest_within(scores: dict[tuple, float], tolerance: float) -> tuple:
+    """The largest subset whose score is within `tolerance` of the best; among equals, the lowest."""
     best = min(scores.values())
-    # The largest subset within tolerance of the best; among equals, the lowest error.
-    keep = min((s for s, v in scores.items() if v <= best * (1 + tolerance)), key=lambda s: (-len(s), scores[s]))
-    return Selection(keep, scores, members)
+    return min((s for s, v in scores.items() if v <= best * (1 + tolerance)), key=lambda s: (-len(s), scores[s]))
 
 
 def _backward(forecasts, actual, scale) -> dict[tuple[int, ...], float]:
@@ -108,8 +111,4 @@ def choose_classical(neural: np.ndarray, classical: dict[str, np.ndarray], actua
     subsets = [s for size in range(len(names) + 1) for s in itertools.combinations(names, size)]
     scores = {s: mase(actual, combine(neural, [classical[n] for n in s]), scale) for s in subsets}
     finite = {s: v for s, v in scores.items() if np.isfinite(v)}
-    if not finite:
-        return Combination((), scores)
-    best = min(finite.values())
-    keep = min((s for s, v in finite.items() if v <= best * (1 + tolerance)), key=lambda s: (-len(s), finite[s]))
-    return Combination(keep, scores)
+    return Combination(largest_within(finite, tolerance) if finite else (), scores)
