@@ -401,9 +401,10 @@ def _finalize(run: RunState, fit: Fit, runtime: Runtime, emit: Callback) -> Trai
     if select and run.config.model.classical:
         combination = runtime.ranks.agree(members.select_classical(run, runtime))
         scores = combination.scores
-        emit(Note(f"classical forecasts: {' and '.join(combination.keep) or 'none'} of "
-                  f"{', '.join(run.config.model.classical)} joined the neural median (validation MASE "
-                  f"{scores[combination.keep]:.4f}, neural alone {scores[()]:.4f}; model.classical)"))
+        joined = " and ".join(combination.keep) or "none"
+        emit(Note(f"classical forecasts: {joined} joined the network's median (validation MASE "
+                  f"{scores[combination.keep]:.4f}, the network alone {scores[()]:.4f}; model.classical "
+                  f"offered {', '.join(run.config.model.classical)})"))
         members.keep_classical(run, combination.keep)
     config, parts = run.config, run.parts
     model = Ensemble.from_weights(config, run.held_out, dims=run.dims).to(runtime.device)
