@@ -150,19 +150,21 @@ def resolve(config, series) -> tuple[Any, list[Choice]]:
     from .config import load_config
     given = config.given_keys()
     user_members = len(config.train.members) if "train.members" in given and config.train.members else None
+    # Classical forecasts join point forecasts only, and only where train.select may leave them out.
+    classical = not config.model.quantiles and ("train.select" not in given or config.train.select)
     choices = choose(Facts.of(series), given, config.data.horizon, user_members, config.train.tbptt,
-                     point=not config.model.quantiles)
+                     classical=bool(classical))
     if not choices:
         return config, []
     return load_config(None, {c.key: c.value for c in choices}, base=config), choices
 
 
 def choose(facts: Facts, given: set[str], horizon: int | None = None,
-           user_members: int | None = None, tbptt: int = 0, point: bool = True) -> list[Choice]:
+           user_members: int | None = None, tbptt: int = 0, classical: bool = True) -> list[Choice]:
     """The automatic recipe for data with these facts: a Choice for each key not in `given`
     (dotted keys the user set). `horizon`: the user's, when given; `user_members`: how many
     train.members entries the user gave; `tbptt`: train.tbptt (a stateful model: _stateful);
-    `point`: the run forecasts points (no model.quantiles), which classical forecasts may join."""
+    `classical`: offer model.classical (point forecasts, train.select not turned off)."""
     if tbptt:
         return _stateful(facts, given, horizon)
     if "train.ensemble_lookbacks" in given:
@@ -193,7 +195,7 @@ def choose(facts: Facts, given: set[str], horizon: int | None = None,
         pick("train.members", members, "; ".join(r[2] for r in recipes))
         pick("train.select", True, "after training, members whose recipe does not suit the data are left "
              "out, judged on the early-stopping windows")
-    if point and "train.select" not in given:
+    if classical:
         pick("model.classical", list(CLASSICAL), "the median with Theta and damped exponential smoothing, each "
              "kept only where it lowers the early-stopping windows' MASE (train.select)")
         if not any(choice.key == "train.select" for choice in out):

@@ -13,7 +13,9 @@ import yaml
 from conftest import SALES, cli, error_line
 
 from lstmcast import classical
+from lstmcast.auto import resolve
 from lstmcast.config import load_config
+from lstmcast.data import read_series
 from lstmcast.predict import forecast, forecast_at, load_run, read_for_run
 from lstmcast.selection import choose_classical
 
@@ -167,3 +169,19 @@ def test_evaluate_scores_the_combination(combined_run, tmp_path):
     assert cli("evaluate", SALES, "--model", run_dir, "--out", tmp_path / "m.json").exit_code == 0
     scored = json.loads((tmp_path / "m.json").read_text())["metrics"]["model"]
     assert scored["mae"] == pytest.approx(np.abs(predicted - actual).mean(), rel=1e-9)
+
+
+def test_the_recipe_offers_classical_forecasts_unless_select_is_off():
+    series = read_series(SALES)
+
+    def chosen(updates: dict) -> dict:
+        config, choices = resolve(load_config(None, updates), series)
+        return {"classical": config.model.classical, "select": config.train.select,
+                "picked": {c.key for c in choices}}
+
+    assert chosen({}) == {"classical": ["theta", "ets"], "select": True,
+                          "picked": chosen({})["picked"] | {"model.classical", "train.select"}}
+    explicit = chosen({"train.select": True})          # the user's own true keeps the offer
+    assert explicit["classical"] == ["theta", "ets"] and "train.select" not in explicit["picked"]
+    assert chosen({"train.select": False})["classical"] is None
+    assert chosen({"model.quantiles": [0.1, 0.9]})["classical"] is None
