@@ -29,7 +29,7 @@ from .run import RunMeta
 from .runtime import Runtime
 from .scaling import Scaler
 from .selection import Combination, Selection, choose_classical, choose_members
-from .validation import Parts, validation_forecasts
+from .validation import Computed, Parts, validation_forecasts
 from .windows import SeriesBuffer
 
 
@@ -138,17 +138,19 @@ def select(run: RunState, runtime: Runtime) -> Selection:
     return choose_members(np.stack(forecasts), actual, scale)
 
 
-def select_classical(run: RunState, runtime: Runtime) -> Combination:
+def select_classical(run: RunState, runtime: Runtime) -> tuple[Combination, Computed]:
     """model.classical with train.select: which classical forecasts lower the validation MASE of the
-    median with the (kept) members' median, on the early-stopping windows (choose_classical)."""
+    median with the (kept) members' median, on the early-stopping windows (choose_classical); and
+    the forecasts it computed, for validation_metrics."""
     ensemble = Ensemble.from_weights(run.config, run.held_out, dims=run.dims).to(runtime.device)
     neural, actual, histories = validation_forecasts(ensemble, run.buffer, run.parts, run.series, run.scaler,
                                                      runtime)
     season = season_length(run.series.freq)
     methods = run.config.model.classical
-    found = classical.forecasts(methods, histories, run.parts.horizon, season,
-                                classical.history_points(run.config.input_length, season))
-    return choose_classical(neural, dict(zip(methods, found)), actual, history_scale(histories, season))
+    found = dict(zip(methods, classical.forecasts(methods, histories, run.parts.horizon, season,
+                                                  classical.history_points(run.config.input_length, season))))
+    return (choose_classical(neural, found, actual, history_scale(histories, season)),
+            Computed(neural, actual, histories, found))
 
 
 def keep_classical(run: RunState, methods: tuple[str, ...]) -> None:

@@ -397,9 +397,11 @@ def _finalize(run: RunState, fit: Fit, runtime: Runtime, emit: Callback) -> Trai
                       f"(validation MASE {selection.scores[selection.keep]:.4f}, all members "
                       f"{selection.scores[tuple(trained)]:.4f}; train.select)"))
             members.keep(run, list(selection.keep))
-    combination = None
+    combination = computed = None
     if select and run.config.model.classical:
-        combination = runtime.ranks.agree(members.select_classical(run, runtime))
+        # Under torchrun every rank computed the same forecasts; the choice is rank 0's.
+        combination, computed = members.select_classical(run, runtime)
+        combination = runtime.ranks.agree(combination)
         scores = combination.scores
         joined = " and ".join(combination.keep) or "none"
         emit(Note(f"classical forecasts: {joined} joined the network's median (validation MASE "
@@ -409,7 +411,7 @@ def _finalize(run: RunState, fit: Fit, runtime: Runtime, emit: Callback) -> Trai
     config, parts = run.config, run.parts
     model = Ensemble.from_weights(config, run.held_out, dims=run.dims).to(runtime.device)
     metrics = validation_metrics(model, run.buffer, parts, run.series, run.scaler, runtime,
-                                 config.model.quantiles, config.model.classical, config.input_length)
+                                 config.model.quantiles, config.model.classical, config.input_length, computed)
     metrics["validation_windows"] = validation_label(parts, any(run.refits))
     patience = config.member(config.train.ensemble).train.patience  # of the last member
     metrics.update({"members": config.train.ensemble, "refit_epochs": config.train.refit_epochs,

@@ -178,19 +178,38 @@ def validation_forecasts(model, buffer: SeriesBuffer, parts: Parts, series: Seri
     return forecast, actual, histories
 
 
+@dataclass
+class Computed:
+    """What finalize already computed on the early-stopping windows (members.select_classical): the
+    model's validation_forecasts and each classical method's forecasts, so that validation_metrics
+    does not compute them again."""
+
+    forecast: np.ndarray
+    actual: np.ndarray
+    histories: list[np.ndarray]
+    classical: dict[str, np.ndarray]
+
+
 def validation_metrics(model, buffer: SeriesBuffer, parts: Parts, series: SeriesSet, scaler: Scaler,
                        runtime: Runtime | None, quantiles: list[float] | None = None,
-                       methods: list[str] | None = None, input_length: int = 0) -> dict:
+                       methods: list[str] | None = None, input_length: int = 0,
+                       computed: Computed | None = None) -> dict:
     """Model vs naive baselines on the early-stopping windows (`parts`), original units. With
     quantiles also interval coverage and pinball losses (of the uncalibrated model); with `methods`
     (model.classical) the point forecast is the median with those classical forecasts, as predict
-    makes it. Without `runtime`: fp32."""
-    forecast, actual, histories = validation_forecasts(model, buffer, parts, series, scaler, runtime)
+    makes it. Without `runtime`: fp32. `computed`: the same model's forecasts (and the methods'),
+    already made on these windows."""
+    if computed is None:
+        forecast, actual, histories = validation_forecasts(model, buffer, parts, series, scaler, runtime)
+    else:
+        forecast, actual, histories = computed.forecast, computed.actual, computed.histories
     point = forecast if forecast.ndim == 2 else forecast[..., model.median_index]
     season = season_length(series.freq)
     if methods:
-        point = classical.combine(point, classical.forecasts(methods, histories, parts.horizon, season,
-                                                             classical.history_points(input_length, season)))
+        found = ([computed.classical[method] for method in methods] if computed is not None else
+                 classical.forecasts(methods, histories, parts.horizon, season,
+                                     classical.history_points(input_length, season)))
+        point = classical.combine(point, found)
     metrics = {"horizon": parts.horizon, "season_length": season, "n_series": len(series),
                "n_validated": len(actual), "validation": compare(actual, point, histories, season)}
     if forecast.ndim == 3:

@@ -122,6 +122,24 @@ def test_the_run_records_what_it_combines(combined_run):
     assert "classical forecasts:" in result.stderr
 
 
+def test_training_computes_the_classical_forecasts_once(tmp_path, monkeypatch):
+    # The choice and metrics.json's validation scores use the same forecasts: computed once.
+    calls = []
+    real = classical.forecasts
+
+    def counted(methods, *args):
+        calls.append(tuple(methods))
+        return real(methods, *args)
+
+    monkeypatch.setattr(classical, "forecasts", counted)
+    result = cli("train", SALES, "--out", tmp_path / "run", *SMALL, "--set", "model.classical=theta,ets",
+                 "--set", "train.select=true")
+    assert result.exit_code == 0, result.stderr
+    assert calls == [("theta", "ets")]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["validation"]["model"]["mase"] == pytest.approx(metrics["classical"]["kept_mase"], abs=1e-6)
+
+
 def test_predict_is_the_median_with_the_kept_classical_forecasts(combined_run, tmp_path):
     run_dir, _ = combined_run
     out = tmp_path / "f.csv"
