@@ -12,9 +12,10 @@ ParquetWriter (never the whole file in memory); pandas' reference is then pd.rea
 its output. `--data-dir` holds the generated inputs (made when missing, else reused, read only).
 
 A small model is trained once on a 200-series file; predict then runs on each generated file in
-its own process (wall time and peak resident memory of that process). Train set-up is the time
-`lstmcast train` spends outside its epochs (history.csv has their seconds) on the same file, one
-epoch of 256 sampled windows: everything before the first epoch and the wrap-up after it.
+its own process (wall time and peak resident memory of that process). Train set-up is everything
+`lstmcast train` does before its first epoch on the same file (one epoch of 256 sampled windows):
+the process's wall time less metrics.json's timing from the first epoch on; the wrap-up after the
+epochs (validation metrics, model.pt) is printed apart.
 The last line printed is a JSON object with every figure.
 """
 
@@ -100,11 +101,12 @@ def lstmcast(*args: str) -> list[str]:
     return [sys.executable, "-m", "lstmcast", *args]
 
 
-def outside_epochs(run_dir: Path, wall: float) -> float:
-    """Train wall time less the epochs' own seconds (history.csv): the set-up before the first
-    epoch plus the wrap-up after the last (validation metrics, checkpoint), an upper bound on set-up."""
-    history = pd.read_csv(run_dir / "history.csv")
-    return wall - float(history["seconds"].sum())
+def before_first_epoch(run_dir: Path, wall: float) -> float:
+    """The set-up: train's wall time (process start to exit) less what metrics.json's timing counts
+    from the first epoch on (epochs, checkpoints, wrap-up): interpreter start, imports, reading,
+    checks, the recipe and the device buffer."""
+    timing = json.loads((run_dir / "metrics.json").read_text())["timing"]
+    return wall - float(timing["from_first_epoch"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -154,8 +156,9 @@ def main(argv: list[str] | None = None) -> None:
                     "--set", "train.recipe=none", "--set", "model.hidden_size=16", "--set", "model.layers=1",
                     "--set", "train.epochs=1", "--set", "train.windows_per_epoch=256",
                     "--set", "data.lookback=36"))
-                setup = outside_epochs(run, train_s)
-                row.update(train_s=round(train_s, 2), train_mb=round(train_mb), setup_s=round(setup, 2))
+                setup = before_first_epoch(run, train_s)
+                row.update(train_s=round(train_s, 2), train_mb=round(train_mb), setup_s=round(setup, 2),
+                           after_setup_s=round(train_s - setup, 2))
                 if "read_s" in row:
                     row.update(setup_ratio=round(setup / row["read_s"], 2))
             rows.append(row)

@@ -134,11 +134,13 @@ class FeatureSpec:
         if not self.calendar_names:
             return [np.zeros((len(v) + after, 0)) for v in series.values]
         lengths = series.lengths() + after
-        times = timegrid.series_times(series.grid, pd.DatetimeIndex(series.starts), lengths)
+        starts = pd.DatetimeIndex(series.starts)
+        on_grid = timegrid.series_grid(series.grid, starts, lengths)
+        times, rows = on_grid if on_grid is not None else (timegrid.series_times(series.grid, starts, lengths), None)
         if series.zone is not None:  # calendar on the wall clock forecasts are written with
             times = times.tz_convert(series.zone)
         table = calendar_features(times, self.freq, self.calendar)
-        return np.split(table, np.cumsum(lengths)[:-1])
+        return np.split(table if rows is None else table[rows], np.cumsum(lengths)[:-1])
 
     def extra(self, series: SeriesSet) -> list[np.ndarray] | None:
         """Per series (length, n_extra): scaled covariates, then calendar; None without any."""

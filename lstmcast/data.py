@@ -201,26 +201,27 @@ def resolve_frequency(path: Path, times: pd.DatetimeIndex, codes: np.ndarray, id
     """The frequency of the file: `trained` (a run's) or `stated` (data.freq) checked against
     every timestamp, else inferred from all series at once; never guessed. `found`, if given,
     keeps the checked "positions" (timegrid.positions) for _regularise."""
-    starts = timegrid.series_starts(times, codes)
+    wall = timegrid.WallTimes(times)   # calendar fields computed once, for every check below
     given = trained or stated
     if given is not None:
         try:
             freq = timegrid.parse_freq(given)
         except timegrid.FreqError as exc:
             raise LstmcastError(f"config key 'data.freq' / --freq: {exc}") from None
-        pos = timegrid.positions(freq, times, starts)
+        pos = timegrid.positions(freq, wall, wall.take(timegrid.start_rows(codes)))
         if (pos >= 0).all():
             if found is not None:
                 found["positions"] = pos
             return freq
         k = int(np.flatnonzero(pos < 0)[0])
+        start = times[timegrid.start_rows(codes)[k]]
         if trained is not None:
-            fits, _ = timegrid.infer(times, codes, len(ids))
+            fits, _ = timegrid.infer(wall, codes, len(ids))
             seen = f"the data has frequency '{fits[0].freq}' but " if len(fits) == 1 else ""
             raise LstmcastError(f"{path}: {seen}the model was trained on '{freq}' data and series "
                                 f"'{ids[codes[k]]}' has {_show(times[k])} off that grid; use data of the trained "
                                 f"frequency")
-        where = "" if times[k] == starts[k] else f" counted from its first timestamp {_show(starts[k])}"
+        where = "" if times[k] == start else f" counted from its first timestamp {_show(start)}"
         raise LstmcastError(f"{path}: series '{ids[codes[k]]}' has {_show(times[k])}, which is not on the "
                             f"'{freq}' grid{where}; check data.freq / --freq")
     if len(times) == len(ids):
@@ -230,8 +231,10 @@ def resolve_frequency(path: Path, times: pd.DatetimeIndex, codes: np.ndarray, id
         _regular_steps(times, codes, ids)
     except LstmcastError as exc:
         raise LstmcastError(f"{path}: {exc}") from None
-    fits, tried = timegrid.infer(times, codes, len(ids))
+    fits, tried = timegrid.infer(wall, codes, len(ids))
     if len(fits) == 1 and fits[0].missing <= len(times):
+        if found is not None:
+            found["positions"] = fits[0].positions
         return fits[0].freq
     if len(fits) > 1:
         raise LstmcastError(f"{path}: the timestamps fit several frequencies equally well "

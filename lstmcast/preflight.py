@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import timegrid
 from .checkpoint import LAST, load_checkpoint
 from .config import RESUMABLE_KEYS, Config
 from .data import SeriesSet
@@ -93,8 +94,8 @@ def check_memory(series: SeriesSet, config: Config) -> None:
 def data_fingerprint(series: SeriesSet) -> str:
     digest = hashlib.sha256()
     digest.update(series.freq.encode())
-    for sid, start, values in zip(series.ids, series.starts, series.values):
-        digest.update(f"{sid}|{start.isoformat()}|{len(values)}".encode())
+    for sid, start, values in zip(series.ids, timegrid.isoformats(series.starts), series.values):
+        digest.update(f"{sid}|{start}|{len(values)}".encode())
         digest.update(np.ascontiguousarray(values).tobytes())
     if series.covariates is not None:  # without covariates: the same fingerprint as before them
         digest.update("|".join(series.covariate_names).encode())

@@ -20,7 +20,7 @@ to UTC by the reader). Calendar fields (month, day, weekday) are read on the wal
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -150,6 +150,7 @@ def _per_unique(field):
             return field(wall)
         return field(pd.DatetimeIndex(unique))[codes]
     wrapped.__doc__ = field.__doc__
+    wrapped.__wrapped__ = field
     return wrapped
 
 
@@ -181,31 +182,72 @@ def _time_of_day(wall: pd.DatetimeIndex) -> np.ndarray:
     return wall.asi8 % DAY_NS
 
 
+class WallTimes:
+    """Times as naive wall-clock nanoseconds (_wall) with their calendar fields, each computed
+    once and kept: on long inputs per distinct time (one factorization shared by every field), and
+    for `take`n rows gathered from the parent's. Frequency inference asks each field of the same
+    millions of rows several times (candidates, then positions for each candidate)."""
+
+    _FIELDS = {"month_index": _month_index.__wrapped__, "day_of_month": _day_of_month.__wrapped__,
+               "day_of_week": _day_of_week.__wrapped__, "is_month_end": _is_month_end.__wrapped__}
+
+    def __init__(self, times, parent: WallTimes | None = None, rows: np.ndarray | None = None):
+        self.index = _wall(times) if parent is None else parent.index[rows]
+        self.ns = self.index.asi8
+        self._parent, self._rows, self._fields = parent, rows, {}
+        self._codes = self._unique = None
+        if parent is None and len(self.index) >= 65_536:
+            codes, unique = pd.factorize(self.index.values)
+            if len(unique) <= len(self.index) // 4:
+                self._codes, self._unique = codes, pd.DatetimeIndex(unique)
+
+    @classmethod
+    def of(cls, times) -> WallTimes:
+        return times if isinstance(times, WallTimes) else cls(times)
+
+    def take(self, rows: np.ndarray) -> WallTimes:
+        """These times at `rows`, their fields gathered from this one's."""
+        return WallTimes(None, self, rows)
+
+    def field(self, name: str) -> np.ndarray:
+        if name not in self._fields:
+            if name == "time_of_day":
+                value = self.ns % DAY_NS
+            elif self._parent is not None:
+                value = self._parent.field(name)[self._rows]
+            elif self._codes is not None:
+                value = self._FIELDS[name](self._unique)[self._codes]
+            else:
+                value = self._FIELDS[name](self.index)
+            self._fields[name] = value
+        return self._fields[name]
+
+
 def positions(freq: Freq, times, starts) -> np.ndarray:
     """(n,) int64 step of each time on the grid counted from its series' start (`starts`, one per
-    time, itself on the grid); -1 where the time is off the grid."""
-    wall, first = _wall(times), _wall(starts)
-    t, s = wall.asi8, first.asi8
+    time, itself on the grid); -1 where the time is off the grid. Either may be a WallTimes."""
+    wall, first = WallTimes.of(times), WallTimes.of(starts)
+    t, s = wall.ns, first.ns
     if freq.kind in ("fixed", "week"):
         step = freq.step if freq.kind == "fixed" else freq.step * 7 * DAY_NS
         delta = t - s
         on = delta % step == 0
         if freq.kind == "week":
-            on &= _day_of_week(wall) == freq.anchor
+            on &= wall.field("day_of_week") == freq.anchor
         pos = delta // step
     elif freq.kind == "bday":
-        on = (_day_of_week(wall) < 5) & (_time_of_day(wall) == _time_of_day(first))
+        on = (wall.field("day_of_week") < 5) & (wall.field("time_of_day") == first.field("time_of_day"))
         days_t = (t // DAY_NS).astype("datetime64[D]")
         days_s = (s // DAY_NS).astype("datetime64[D]")
         pos = np.busday_count(days_s, days_t) if on.all() else np.where(
             on, np.busday_count(days_s, np.where(on, days_t, days_s)), -1)
     else:
-        months, months0 = _month_index(wall), _month_index(first)
+        months, months0 = wall.field("month_index"), first.field("month_index")
         delta = months - months0
-        on = (delta % freq.step == 0) & (_time_of_day(wall) == _time_of_day(first))
+        on = (delta % freq.step == 0) & (wall.field("time_of_day") == first.field("time_of_day"))
         if freq.anchor is not None:
             on &= months % freq.step == freq.anchor
-        on &= (_is_month_end(wall) if freq.day == END else _day_of_month(wall) == freq.day)
+        on &= (wall.field("is_month_end") if freq.day == END else wall.field("day_of_month") == freq.day)
         pos = delta // freq.step
     return np.where(on, pos, -1).astype(np.int64)
 
@@ -234,12 +276,38 @@ def shift(freq: Freq, base, steps) -> pd.DatetimeIndex:
     return result.tz_localize(tz) if tz is not None else result
 
 
+def isoformats(times) -> list[str]:
+    """Timestamp.isoformat() of each time, formatted once per distinct time (a run's per-series
+    timestamps repeat a few dates over many series)."""
+    codes, unique = pd.factorize(pd.DatetimeIndex(times))
+    texts = [t.isoformat() for t in unique]
+    return [texts[code] for code in codes]
+
+
 def series_times(freq: Freq, starts, lengths) -> pd.DatetimeIndex:
     """Every series' timestamps, concatenated: lengths[i] steps from starts[i]."""
     lengths = np.asarray(lengths, dtype=np.int64)
     base = pd.DatetimeIndex(starts).repeat(lengths)
     offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     return shift(freq, base, offsets)
+
+
+def series_grid(freq: Freq, starts, lengths) -> tuple[pd.DatetimeIndex, np.ndarray] | None:
+    """series_times as (grid, rows): one grid from the earliest start through the latest end and
+    each time's row in it (grid[rows] == series_times(freq, starts, lengths)), so that what depends
+    on the time alone (calendar features) is computed once per grid point. None when a start is off
+    the earliest start's grid (another phase) or the grid is longer than the times themselves."""
+    starts, lengths = pd.DatetimeIndex(starts), np.asarray(lengths, dtype=np.int64)
+    if len(starts) == 0:
+        return None
+    origin = starts[[int(np.argmin(starts.asi8))] * len(starts)]
+    offsets = positions(freq, starts, origin)
+    span = int((offsets + lengths).max())
+    if (offsets < 0).any() or span > lengths.sum():
+        return None
+    grid = shift(freq, origin[:1].repeat(span), np.arange(span))
+    rows = np.repeat(offsets - (np.cumsum(lengths) - lengths), lengths) + np.arange(lengths.sum())
+    return grid, rows
 
 
 def future_times(freq: Freq, last, steps: int) -> pd.DatetimeIndex:
@@ -255,6 +323,7 @@ def future_times(freq: Freq, last, steps: int) -> pd.DatetimeIndex:
 class Fit:
     freq: Freq
     missing: int   # grid points between each series' first and last timestamp not in the data
+    positions: np.ndarray | None = field(default=None, compare=False, repr=False)   # of the times
 
 
 def fit(freq: Freq, times, starts, codes: np.ndarray, n_series: int) -> Fit | None:
@@ -264,57 +333,63 @@ def fit(freq: Freq, times, starts, codes: np.ndarray, n_series: int) -> Fit | No
         return None
     spans = np.zeros(n_series, dtype=np.int64)
     np.maximum.at(spans, codes, pos)
-    return Fit(freq, int((spans + 1).sum() - len(pos)))
+    return Fit(freq, int((spans + 1).sum() - len(pos)), pos)
 
 
 def _gcd(values: np.ndarray) -> int:
-    return int(np.gcd.reduce(values)) if len(values) else 0
+    return int(np.gcd.reduce(pd.unique(values))) if len(values) else 0
 
 
 def _mode(values: np.ndarray) -> int:
-    uniques, counts = np.unique(values, return_counts=True)
-    return int(uniques[np.argmax(counts)])
+    codes, uniques = pd.factorize(values)   # a hash, not np.unique's sort; ties: the smallest value
+    counts = np.bincount(codes)
+    return int(uniques[counts == counts.max()].min())
+
+
+def _single(values: np.ndarray) -> bool:
+    """Whether every value is the same (no sort, unlike np.unique)."""
+    return len(values) == 0 or bool((values == values[0]).all())
 
 
 def candidates(times, codes: np.ndarray) -> list[Freq]:
     """Frequencies worth checking for timestamps sorted by (series, time): from the most common
     spacing and the greatest common spacing, in calendar terms (days, weekdays, months)."""
-    wall = _wall(times)
-    t = wall.asi8
+    wall = WallTimes.of(times)
+    t = wall.ns
     same = codes[1:] == codes[:-1]
     diffs = (t[1:] - t[:-1])[same]
     diffs = diffs[diffs > 0]
     if len(diffs) == 0:
         return []
     out: list[Freq] = []
-    tod = _time_of_day(wall)
+    tod = wall.field("time_of_day")
     day_level = bool((tod[1:][same] == tod[:-1][same]).all()) and diffs.min() >= DAY_NS
     if not day_level:
         return [fixed_freq(s) for s in dict.fromkeys((_mode(diffs), _gcd(diffs)))]
     days = diffs // DAY_NS
-    weekday = _day_of_week(wall)
+    weekday = wall.field("day_of_week")
     for n in dict.fromkeys((_mode(days), _gcd(days))):
-        if n % 7 == 0 and len(np.unique(weekday)) == 1:
+        if n % 7 == 0 and _single(weekday):
             out.append(week_freq(n // 7, int(weekday[0])))
         elif n < 28:
             out.append(fixed_freq(n * DAY_NS))
         if n == 1 and (weekday < 5).all():
             out.append(BDAY)
     if days.min() >= 28:
-        months = _month_index(wall)
+        months = wall.field("month_index")
         mdiff = (months[1:] - months[:-1])[same]
         mdiff = mdiff[mdiff > 0]
         if len(mdiff):
-            dom = _day_of_month(wall)
-            if _is_month_end(wall).all():
+            dom = wall.field("day_of_month")
+            if wall.field("is_month_end").all():
                 day = END
-            elif len(np.unique(dom)) == 1 and dom[0] <= 28:
+            elif _single(dom) and dom[0] <= 28:
                 day = int(dom[0])
             else:
                 day = None
             if day is not None:
                 for step in dict.fromkeys((_mode(mdiff), _gcd(mdiff))):
-                    phases = np.unique(months % step)
+                    phases = pd.unique(months % step)
                     out.append(month_freq(step, day, int(phases[0]) if len(phases) == 1 else None))
         if not any(f.kind == "month" for f in out):
             out += [fixed_freq(n * DAY_NS) for n in dict.fromkeys((_mode(days), _gcd(days))) if n >= 28]
@@ -325,21 +400,25 @@ def infer(times, codes: np.ndarray, n_series: int) -> tuple[list[Fit], list[Freq
     """(fits, candidates): the candidates whose grid holds every timestamp and has the fewest
     missing points (one: the frequency; several: ambiguous; none: no regular grid), and all
     candidates tried. `times` sorted by (series code, time)."""
-    times = pd.DatetimeIndex(times)
-    starts = series_starts(times, codes)
-    tried = candidates(times, codes)
-    fits = [f for f in (fit(c, times, starts, codes, n_series) for c in tried) if f is not None]
+    wall = WallTimes.of(times)
+    starts = wall.take(start_rows(codes))
+    tried = candidates(wall, codes)
+    fits = [f for f in (fit(c, wall, starts, codes, n_series) for c in tried) if f is not None]
     if not fits:
         return [], tried
     best = min(f.missing for f in fits)
     return [f for f in fits if f.missing == best], tried
 
 
+def start_rows(codes: np.ndarray) -> np.ndarray:
+    """Each row's series' first row, for rows sorted by (series code, time)."""
+    first = np.r_[True, codes[1:] != codes[:-1]]
+    return np.maximum.accumulate(np.where(first, np.arange(len(codes)), 0))
+
+
 def series_starts(times: pd.DatetimeIndex, codes: np.ndarray) -> pd.DatetimeIndex:
     """Each row's series start, for times sorted by (series code, time)."""
-    first = np.r_[True, codes[1:] != codes[:-1]]
-    index = np.maximum.accumulate(np.where(first, np.arange(len(codes)), 0))
-    return times[index]
+    return times[start_rows(codes)]
 
 
 # --- season lengths and calendar features: one table -------------------------------------------

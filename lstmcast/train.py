@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import __version__, auto, distributed, members, rundir, tbptt
+from . import __version__, auto, distributed, members, rundir, tbptt, timegrid
 from .budget import Budget, format_duration, parse_duration
 from .checkpoint import BEST, LAST
 from .config import Config
@@ -233,7 +233,7 @@ def _prepare(work: Path, series: SeriesSet, config: Config, fingerprint: str, ru
                                 n_known=features.n_known, horizon=horizon, codes=codes)
     refits = [config.member(m).train.refit_epochs > 0 for m in range(1, n_members + 1)]
     meta = RunMeta(config, scaler, series.columns, series.freq, list(series.ids),
-                   [t.isoformat() for t in series.last_times()],
+                   timegrid.isoformats(series.last_times()),
                    {"lstmcast": __version__, "torch": str(torch.__version__)}, fingerprint, features,
                    seen_by_run(series, parts, refits))
     done, held_out, history = ([], [], []) if state is None else (
@@ -308,6 +308,8 @@ def _epoch(run: RunState, job: _Member, fit: Fit, runtime: Runtime, emit: Callba
     tc = job.config.train
     fit.epoch += 1
     epoch, started = fit.epoch, time.perf_counter()
+    if run.first_epoch is None:
+        run.first_epoch = started
     on_step = _step_reporter(emit, job, epoch) if listening else None
     epoch_of = tbptt.run_epoch if tc.tbptt else run_epoch
     train_loss = epoch_of(fit.model, fit.optimizer, job.batches, job.loss, fit.generator, runtime, on_step,
@@ -382,6 +384,15 @@ def _refit(run: RunState, job: _Member, fit: Fit, runtime: Runtime) -> None:
     run.save_best(fit.model.state_dict())
 
 
+def _timing(run: RunState) -> dict:
+    """metrics.json's "timing" (seconds, this process): from train's start (reading the data) to its
+    first epoch (the set-up), and from the first epoch to model.pt written (the epochs, their
+    checkpoints and the wrap-up)."""
+    now = time.perf_counter()
+    first = run.first_epoch if run.first_epoch is not None else now
+    return {"before_first_epoch": round(first - run.budget.started, 3), "from_first_epoch": round(now - first, 3)}
+
+
 def _finalize(run: RunState, fit: Fit, runtime: Runtime, emit: Callback) -> TrainResult:
     """Which members forecast (the budget's cuts, train.select), then validation metrics (and
     conformal corrections) of the held-out weights; config.yaml, model.pt and metrics.json."""
@@ -434,6 +445,7 @@ def _finalize(run: RunState, fit: Fit, runtime: Runtime, emit: Callback) -> Trai
     metrics["recipe"] = [choice.line() for choice in run.choices]
     metrics["time_budget"] = run.budget.summary()
     run.save(BEST, run.meta.to_checkpoint(run.done))
+    metrics["timing"] = _timing(run)
     run.write_text("metrics.json", json.dumps(metrics, indent=2) + "\n")
     return TrainResult(run.work, fit.best_epoch, fit.best_val, fit.epoch, metrics["stopped_early"], metrics)
 

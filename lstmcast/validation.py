@@ -125,8 +125,8 @@ def seen_by_run(series: SeriesSet, parts: Parts, refits: list[bool]) -> dict:
     starts = pd.DatetimeIndex(series.starts)
 
     def last(counts: np.ndarray, keep: np.ndarray) -> list[str | None]:
-        ends = timegrid.shift(series.grid, starts, np.maximum(counts, 1) - 1)
-        return [end.isoformat() if has else None for end, has in zip(ends, keep)]
+        ends = timegrid.isoformats(timegrid.shift(series.grid, starts, np.maximum(counts, 1) - 1))
+        return [end if has else None for end, has in zip(ends, keep)]
 
     everyone = np.ones(len(series), dtype=bool)
     return {"train_end": last(parts.train, everyone),

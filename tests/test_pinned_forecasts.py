@@ -60,11 +60,11 @@ PINNED: dict[str, dict] = _PINNED["cases"]
 
 def numbers(tree, prefix: str = "") -> dict[str, float]:
     """Every number in a JSON tree, by its dotted path, rounded to 9 significant digits (but the
-    wall-clock seconds of the time budget)."""
+    wall-clock seconds of the time budget and the timing)."""
     out = {}
     if isinstance(tree, dict):
         for key, value in tree.items():
-            if key == "time_budget":
+            if key in ("time_budget", "timing"):
                 continue
             out.update(numbers(value, f"{prefix}{key}."))
     elif isinstance(tree, list):

@@ -36,6 +36,14 @@ def test_calendar_fields_per_unique_equal_pandas():
     assert (timegrid._day_of_month(times) == times.day.to_numpy()).all()
     assert (timegrid._day_of_week(times) == times.day_of_week.to_numpy()).all()
     assert (timegrid._is_month_end(times) == np.asarray(times.is_month_end)).all()
+    # WallTimes: one factorization for every field, and rows taken from it, the same numbers.
+    wall = timegrid.WallTimes(times)
+    rows = np.arange(len(times))[::-7]
+    for name, field in [("month_index", timegrid._month_index), ("day_of_month", timegrid._day_of_month),
+                        ("day_of_week", timegrid._day_of_week), ("is_month_end", timegrid._is_month_end)]:
+        assert (wall.field(name) == field(times)).all(), name
+        assert (wall.take(rows).field(name) == field(times[rows])).all(), name
+    assert wall._unique is not None and len(wall._unique) == 3000
     zoned = pd.date_range("2019-03-01", periods=2000, freq="97min", tz="Europe/Paris")
     assert (_position(zoned, "hour") == zoned.hour.to_numpy() + zoned.minute.to_numpy() / 60.0).all()
     assert (_position(zoned, "dayofyear") == zoned.day_of_year.to_numpy() - 1.0).all()
@@ -206,3 +214,52 @@ def test_predict_over_a_folder_refuses_unsafe_outputs(sales_run, tmp_path):
     error_line(run_cli("predict", str(tmp_path / "none" / "*.csv"), "--model", sales_run, "--out",
                        tmp_path / "o"), "no CSV files")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_metrics_time_the_set_up_apart_from_the_epochs(tmp_path):
+    # benchmarks/scale.py's set-up figure: the train call's wall time less metrics.json's timing
+    # from the first epoch on (epochs, checkpoints and wrap-up).
+    import importlib.util
+    import json
+    import time
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("bench_scale", Path(__file__).parents[1] / "benchmarks" / "scale.py")
+    scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scale)
+    out = tmp_path / "run"
+    started = time.perf_counter()
+    result = run_cli("train", SALES, "--out", out, "--set", "train.epochs=2", "--set", "model.hidden_size=8",
+                     "--set", "model.layers=1", "--set", "train.recipe=none")
+    wall = time.perf_counter() - started
+    assert result.exit_code == 0, result.stderr
+    timing = json.loads((out / "metrics.json").read_text())["timing"]
+    epochs = pd.read_csv(out / "history.csv")["seconds"].sum()
+    assert timing["before_first_epoch"] > 0 and timing["from_first_epoch"] >= epochs
+    assert timing["before_first_epoch"] + timing["from_first_epoch"] <= wall
+    assert scale.before_first_epoch(out, wall) == pytest.approx(wall - timing["from_first_epoch"])
+
+
+@pytest.mark.parametrize("name,first", [("MS", "2011-01-01"), ("ME", "2011-01-31"), ("QE-DEC", "2011-03-31"),
+                                        ("B", "2011-01-03"), ("W-WED", "2011-01-05"), ("MS@15", "2011-01-15"),
+                                        ("h", "2011-03-27 00:00+00:00"), ("15min", "2011-01-01")])
+def test_series_grid_is_series_times(name, first):
+    # Calendar features are computed once per point of one grid spanning every series: the grid's
+    # rows are exactly each series' own timestamps.
+    freq = timegrid.parse_freq(name)
+    rng = np.random.default_rng(0)
+    starts = timegrid.shift(freq, pd.DatetimeIndex([pd.Timestamp(first)] * 60), rng.integers(0, 40, 60))
+    lengths = rng.integers(1, 30, 60)
+    grid, rows = timegrid.series_grid(freq, starts, lengths)
+    assert grid[rows].equals(timegrid.series_times(freq, starts, lengths))
+    # A start off the earliest start's grid (half an hour later), or a grid far longer than the
+    # series: None, and the caller uses series_times itself.
+    hourly = timegrid.parse_freq("h")
+    assert timegrid.series_grid(hourly, pd.DatetimeIndex(["2011-01-01 00:00", "2011-01-02 00:30"]), [5, 5]) is None
+    assert timegrid.series_grid(hourly, pd.DatetimeIndex(["2011-01-01", "2021-01-01"]), [5, 5]) is None
+
+
+def test_isoformats_are_timestamp_isoformat():
+    for tz in (None, "UTC", "Europe/Paris"):
+        times = pd.date_range("2020-03-29", periods=50, freq="37min", tz=tz).repeat(3)
+        assert timegrid.isoformats(times) == [t.isoformat() for t in times]
+        assert timegrid.isoformats(list(times)) == [t.isoformat() for t in times]
