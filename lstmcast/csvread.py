@@ -93,10 +93,11 @@ def _dialect(path: Path) -> tuple[str, int]:
     return (best if counts[best] else ","), 0
 
 
-def _read_table(path, text: tuple[str, ...] = (), frame: pd.DataFrame | None = None) -> Table:
+def _read_table(path, text: tuple[str, ...] = (), frame: pd.DataFrame | None = None,
+                categories: tuple[str, ...] = ()) -> Table:
     """Read a CSV, a Parquet file or a folder of Parquet files (by suffix), or take `frame` (a
     pandas DataFrame, `path` its FrameName); the columns named in `text` (the id column) are kept
-    as text, byte for byte."""
+    as text, byte for byte; those in `categories` become Categoricals (_stripped)."""
     if frame is not None:
         table = Table(_frame_copy(path, frame, text))
     else:
@@ -112,7 +113,7 @@ def _read_table(path, text: tuple[str, ...] = (), frame: pd.DataFrame | None = N
             table = _read_csv(path, text)
     if table.frame.empty:
         raise LstmcastError(f"{path}: no data rows" + ("" if by_rows(path) else " below the header"))
-    return _stripped(table, text)
+    return _stripped(table, text, categories)
 
 
 def _read_csv(path: Path, text: tuple[str, ...]) -> Table:

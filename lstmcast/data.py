@@ -185,13 +185,19 @@ def _regular_steps(times: pd.DatetimeIndex, codes: np.ndarray, ids: list[str]) -
     """Series of 3+ points without gaps name their own step; two different ones are an error."""
     t = times.asi8
     same = codes[1:] == codes[:-1]
-    diffs = pd.DataFrame({"code": codes[1:][same], "diff": (t[1:] - t[:-1])[same]})
-    stats = diffs.groupby("code")["diff"].agg(["min", "max", "count"])
-    regular = stats[(stats["count"] >= 2) & (stats["min"] == stats["max"])]
-    steps = regular["min"].drop_duplicates()
+    code, diff = codes[1:][same], (t[1:] - t[:-1])[same]
+    if len(code) == 0:
+        return
+    # Rows are sorted by series: each series' differences are one run (reduceat, no groupby).
+    first = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])
+    count = np.diff(np.r_[first, len(code)])
+    low, high = np.minimum.reduceat(diff, first), np.maximum.reduceat(diff, first)
+    regular = (count >= 2) & (low == high)
+    steps, where = np.unique(low[regular], return_index=True)   # each step, at its first series
     if len(steps) > 1:
-        names = [timegrid.fixed_freq(int(s)).name for s in steps.iloc[:2]]
-        a, b = (ids[int(c)] for c in steps.index[:2])
+        order = np.argsort(where)[:2]   # the first two steps in file order, as before
+        names = [timegrid.fixed_freq(int(s)).name for s in steps[order]]
+        a, b = (ids[int(c)] for c in code[first[regular][where[order]]])
         raise LstmcastError(f"mixed frequencies: series '{a}' is '{names[0]}' but series '{b}' is "
                             f"'{names[1]}'; put series of one frequency in one file")
 
@@ -336,7 +342,8 @@ def read_series(path: str | Path | pd.DataFrame, *, id_col: str | None = None, t
     """
     given = path if isinstance(path, pd.DataFrame) else None
     path = FrameName(name) if given is not None else Path(path)
-    table = _read_table(path, (id_col or DEFAULT_ID,), given)
+    # The id column as a Categorical: its text is factorized once (stripping it), not again by _long_table.
+    table = _read_table(path, (id_col or DEFAULT_ID,), given, categories=(id_col or DEFAULT_ID,))
     return series_from_table(path, table, id_col=id_col, time_col=time_col, target=target, fill=fill,
                              expected_freq=expected_freq, covariates=covariates, freq=freq, dayfirst=dayfirst)
 

@@ -336,14 +336,12 @@ def fit(freq: Freq, times, starts, codes: np.ndarray, n_series: int) -> Fit | No
     return Fit(freq, int((spans + 1).sum() - len(pos)), pos)
 
 
-def _gcd(values: np.ndarray) -> int:
-    return int(np.gcd.reduce(pd.unique(values))) if len(values) else 0
-
-
-def _mode(values: np.ndarray) -> int:
-    codes, uniques = pd.factorize(values)   # a hash, not np.unique's sort; ties: the smallest value
+def _mode_gcd(values: np.ndarray) -> tuple[int, int]:
+    """(the most common value, ties to the smallest; the greatest common divisor) of non-empty
+    `values`, from one hash of them (no sort)."""
+    codes, uniques = pd.factorize(values)
     counts = np.bincount(codes)
-    return int(uniques[counts == counts.max()].min())
+    return int(uniques[counts == counts.max()].min()), int(np.gcd.reduce(uniques))
 
 
 def _single(values: np.ndarray) -> bool:
@@ -365,10 +363,11 @@ def candidates(times, codes: np.ndarray) -> list[Freq]:
     tod = wall.field("time_of_day")
     day_level = bool((tod[1:][same] == tod[:-1][same]).all()) and diffs.min() >= DAY_NS
     if not day_level:
-        return [fixed_freq(s) for s in dict.fromkeys((_mode(diffs), _gcd(diffs)))]
+        return [fixed_freq(s) for s in dict.fromkeys(_mode_gcd(diffs))]
     days = diffs // DAY_NS
+    day_steps = _mode_gcd(days)
     weekday = wall.field("day_of_week")
-    for n in dict.fromkeys((_mode(days), _gcd(days))):
+    for n in dict.fromkeys(day_steps):
         if n % 7 == 0 and _single(weekday):
             out.append(week_freq(n // 7, int(weekday[0])))
         elif n < 28:
@@ -388,11 +387,11 @@ def candidates(times, codes: np.ndarray) -> list[Freq]:
             else:
                 day = None
             if day is not None:
-                for step in dict.fromkeys((_mode(mdiff), _gcd(mdiff))):
+                for step in dict.fromkeys(_mode_gcd(mdiff)):
                     phases = pd.unique(months % step)
                     out.append(month_freq(step, day, int(phases[0]) if len(phases) == 1 else None))
         if not any(f.kind == "month" for f in out):
-            out += [fixed_freq(n * DAY_NS) for n in dict.fromkeys((_mode(days), _gcd(days))) if n >= 28]
+            out += [fixed_freq(n * DAY_NS) for n in dict.fromkeys(day_steps) if n >= 28]
     return list(dict.fromkeys(out))
 
 
