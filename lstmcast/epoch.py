@@ -39,6 +39,22 @@ class Batches:
         return math.ceil(self.windows / self.batch_size)
 
 
+def draw(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k of range(n) in a random order, without replacement. A few of very many (windows_per_epoch
+    of a large file's windows): the first k distinct values of uniform draws, O(k) per epoch instead
+    of a permutation of all n; otherwise the first k of a permutation."""
+    if k * 4 > n:
+        return torch.randperm(n, generator=generator)[:k]
+    picked = torch.empty(0, dtype=torch.long)
+    while len(picked) < k:
+        stream = torch.cat([picked, torch.randint(n, (k - len(picked) + k // 8 + 16,), generator=generator)])
+        values, at = torch.sort(stream, stable=True)
+        first = torch.ones(len(values), dtype=torch.bool)
+        first[1:] = values[1:] != values[:-1]
+        picked = stream[torch.sort(at[first]).values]   # each value's first draw, in draw order
+    return picked[:k]
+
+
 def run_epoch(model, optimizer, batches: Batches, loss_fn: Loss, generator: torch.Generator,
               runtime: Runtime, on_step: Callable[[int, int, torch.Tensor], None] | None = None,
               deadline: float = math.inf, on_batch: Callable[[], None] | None = None) -> float:
@@ -52,7 +68,7 @@ def run_epoch(model, optimizer, batches: Batches, loss_fn: Loss, generator: torc
     model.train()
     buffer, starts, ranks = batches.buffer, batches.starts, runtime.ranks
     device = starts.device
-    order = torch.randperm(len(starts), generator=generator)[:batches.per_epoch].to(device, non_blocking=True)
+    order = draw(len(starts), batches.windows, generator).to(device, non_blocking=True)
     steps, seen = batches.steps, 0
     total = torch.zeros((), device=device)
     for step, rows in enumerate(torch.split(order, batches.batch_size), start=1):

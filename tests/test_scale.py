@@ -263,3 +263,32 @@ def test_isoformats_are_timestamp_isoformat():
         times = pd.date_range("2020-03-29", periods=50, freq="37min", tz=tz).repeat(3)
         assert timegrid.isoformats(times) == [t.isoformat() for t in times]
         assert timegrid.isoformats(list(times)) == [t.isoformat() for t in times]
+
+
+def test_an_epoch_draws_few_of_many_windows_without_permuting_them_all(monkeypatch):
+    # windows_per_epoch of a large file: k distinct windows in O(k), never a permutation of all n.
+    import torch
+
+    from lstmcast.epoch import draw
+    real = torch.randperm
+
+    def small_only(n, *args, **kwargs):
+        assert n <= 4_000, "a permutation of every window"
+        return real(n, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "randperm", small_only)
+    generator = torch.Generator().manual_seed(0)
+    got = draw(10**9, 76_800, generator)
+    assert got.shape == (76_800,) and len(torch.unique(got)) == 76_800
+    assert int(got.min()) >= 0 and int(got.max()) < 10**9
+    again = draw(10**9, 76_800, torch.Generator().manual_seed(0))
+    assert torch.equal(got, again)                               # the generator decides
+    # Few values to draw from: still without replacement, each value about equally often.
+    counts = torch.zeros(100, dtype=torch.long)
+    for _ in range(2_000):
+        picked = draw(100, 20, generator)
+        assert len(torch.unique(picked)) == 20
+        counts += torch.bincount(picked, minlength=100)
+    assert counts.sum() == 40_000 and 320 < int(counts.min()) <= int(counts.max()) < 480
+    assert torch.equal(draw(1_000, 300, torch.Generator().manual_seed(1)),
+                       real(1_000, generator=torch.Generator().manual_seed(1))[:300])   # k > n / 4: as before
