@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import timegrid
+from . import gridinfer, timegrid
 from .csvread import (  # noqa: F401  (Columns, DEFAULT_*, NA_TEXT, Table, resolve_columns, check_covariates re-exported)
     DEFAULT_ID,
     DEFAULT_TARGET,
@@ -222,7 +222,7 @@ def resolve_frequency(path: Path, times: pd.DatetimeIndex, codes: np.ndarray, id
         k = int(np.flatnonzero(pos < 0)[0])
         start = times[timegrid.start_rows(codes)[k]]
         if trained is not None:
-            fits, _ = timegrid.infer(wall, codes, len(ids))
+            fits, _ = gridinfer.infer(wall, codes, len(ids))
             seen = f"the data has frequency '{fits[0].freq}' but " if len(fits) == 1 else ""
             raise LstmcastError(f"{path}: {seen}the model was trained on '{freq}' data and series "
                                 f"'{ids[codes[k]]}' has {_show(times[k])} off that grid; use data of the trained "
@@ -237,7 +237,7 @@ def resolve_frequency(path: Path, times: pd.DatetimeIndex, codes: np.ndarray, id
         _regular_steps(times, codes, ids)
     except LstmcastError as exc:
         raise LstmcastError(f"{path}: {exc}") from None
-    fits, tried = timegrid.infer(wall, codes, len(ids))
+    fits, tried = gridinfer.infer(wall, codes, len(ids))
     if len(fits) == 1 and fits[0].missing <= len(times):
         if found is not None:
             found["positions"] = fits[0].positions
