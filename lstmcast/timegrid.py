@@ -196,10 +196,14 @@ class WallTimes:
         self.ns = self.index.asi8
         self._parent, self._rows, self._fields = parent, rows, {}
         self._codes = self._unique = None
-        if parent is None and len(self.index) >= 65_536:
-            codes, unique = pd.factorize(self.index.values)
-            if len(unique) <= len(self.index) // 4:
-                self._codes, self._unique = codes, pd.DatetimeIndex(unique)
+        self._factorized = parent is not None or len(self.index) < 65_536   # else at the first field
+
+    def _factorize(self) -> None:
+        """Distinct times, when they are few (a quarter of the rows at most): fields per distinct time."""
+        codes, unique = pd.factorize(self.index.values)
+        if len(unique) <= len(self.index) // 4:
+            self._codes, self._unique = codes, pd.DatetimeIndex(unique)
+        self._factorized = True
 
     @classmethod
     def of(cls, times) -> WallTimes:
@@ -215,10 +219,11 @@ class WallTimes:
                 value = self.ns % DAY_NS
             elif self._parent is not None:
                 value = self._parent.field(name)[self._rows]
-            elif self._codes is not None:
-                value = self._FIELDS[name](self._unique)[self._codes]
             else:
-                value = self._FIELDS[name](self.index)
+                if not self._factorized:
+                    self._factorize()
+                value = (self._FIELDS[name](self._unique)[self._codes] if self._codes is not None
+                         else self._FIELDS[name](self.index))
             self._fields[name] = value
         return self._fields[name]
 
