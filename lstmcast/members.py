@@ -95,10 +95,13 @@ def plan_members(run: RunState, epoch: float, left: float, emit: Callback) -> No
 
 def replan(run: RunState) -> None:
     """Before each further member: as many more members as the time left fits, each needing what
-    the finished members needed on average (their epochs, refits included, at their epoch time)."""
+    the finished members needed on average (their epochs, refits included) at the latest member's
+    epoch time: a machine that slows down (another job starts) trains fewer members for longer
+    instead of many members cut to one epoch each."""
     rows = [row for row in run.history if row["member"] <= len(run.done)]
     epochs = len(rows) / max(len(run.done), 1)
-    seconds = float(np.mean([row["seconds"] for row in rows])) if rows else 0.0
+    latest = [row["seconds"] for row in rows if row["member"] == len(run.done)]
+    seconds = float(np.mean(latest or [row["seconds"] for row in rows])) if rows else 0.0
     # Rounded: a member with at least half the time the others took still adds to the median.
     room = int(max(run.budget.left(), 0.0) / max(epochs * seconds, 1e-9) + 0.5)
     run.planned = run.budget.decide(max(len(run.done), min(run.config.train.ensemble, len(run.done) + room)))

@@ -64,3 +64,37 @@ def test_the_wrap_up_is_kept_out_of_the_training_time():
     assert budget.left() == pytest.approx(100.0 - 13.0, abs=0.1)
     budget.finish_estimate(members=1, validation_seconds=0.1, save_seconds=0.1)
     assert budget.left() == pytest.approx(97.0, abs=0.1)              # below the fixed reserve: that one
+
+
+def test_a_machine_that_slows_down_trains_fewer_members_instead_of_one_epoch_each(tmp_path, monkeypatch):
+    # Members 1 and 2 train at 1 s an epoch, then another job starts: 40 s an epoch. Planned from the
+    # latest member's epochs, the run stops starting members that could train only one epoch each
+    # (from the average of all epochs, members 3-12 were each cut after one).
+    real_clock, real_epoch, real_member = time.perf_counter, train_module.run_epoch, train_module._fit_member
+    ahead, member = [0.0], [0]
+
+    def fit_member(run, job, *args, **kwargs):
+        member[0] = job.member
+        return real_member(run, job, *args, **kwargs)
+
+    def epoch(*args, **kwargs):
+        result = real_epoch(*args, **kwargs)
+        ahead[0] += 1.0 if member[0] <= 2 else 40.0
+        return result
+
+    monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + ahead[0])
+    monkeypatch.setattr(train_module, "run_epoch", epoch)
+    monkeypatch.setattr(train_module, "_fit_member", fit_member)
+    run = tmp_path / "slowing"
+    result = cli("train", SALES, "--out", run, "--set", "model.hidden_size=8", "--set", "model.layers=1",
+                 "--set", "train.epochs=30", "--set", "train.patience=30", "--set", "train.recipe=auto",
+                 "--time-budget", "10m")
+    assert result.exit_code == 0, result.stderr
+    rows = (run / "history.csv").read_text().splitlines()[1:]
+    members = [int(row.split(",")[0]) for row in rows]
+    assert members.count(1) >= 30 and members.count(2) >= 30     # before the slow-down (and a refit epoch)
+    later = [m for m in set(members) if m > 2]
+    one_epoch = [m for m in later if members.count(m) == 1]
+    assert len(one_epoch) <= 1 and len(later) <= 3
+    assert any(members.count(m) >= 5 for m in later)             # the time went to a member that could use it
+    assert json.loads((run / "metrics.json").read_text())["time_budget"]["used"] <= 600
