@@ -273,7 +273,7 @@ class TrainConfig:
         option="--time-budget", check=duration_text)
     select: bool = _key(
         False, "keep only the members whose median forecast scores best on the early-stopping windows "
-        "(validation MASE; a larger set within 0.5% or one standard error is preferred)")
+        "(validation MASE; a larger set within 0.5% is preferred)")
     tbptt: int = _key(
         0, "truncated back-propagation through time: 0 = off (windows of data.lookback) | K = stateful, each "
         "series' whole history read in chunks of K steps, the LSTM state carried over (docs/model.md)", minimum=0)
