@@ -8,11 +8,7 @@ suit the data (dividing by the mean level where the seasonal swing is small, say
 median. After every member has trained, each non-empty subset of them is scored by the validation
 MASE of its median forecast (original units, on the early-stopping windows the members' best
 epochs were chosen on), and the run keeps the smallest-error subset, preferring more members when
-they are within SELECT_TOLERANCE of the best or within one standard error of their difference to
-the best (the one-standard-error rule): more members, less variance on unseen points. On large
-data the standard error is far below the tolerance; on a few series (one series x 14 days) it is
-not, and there a smaller subset's lead on the early-stopping windows is mostly noise (a single
-member of twelve was kept on one series' 14 points, and lost to the whole recipe held out).
+they are within SELECT_TOLERANCE of the best: more members, less variance on unseen points.
 """
 
 from __future__ import annotations
@@ -56,13 +52,6 @@ def mase(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> float:
     return float(np.mean(np.mean(np.abs(forecast - actual), axis=1)[usable] / scale[usable]))
 
 
-def scaled_errors(actual: np.ndarray, forecast: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """(usable series x horizon,) each point's absolute error over its series' MASE scale: their
-    mean is mase(); the units of the standard error in largest_within."""
-    usable = np.isfinite(scale) & (scale > 0)
-    return (np.abs(forecast - actual)[usable] / scale[usable, None]).ravel()
-
-
 def choose_members(forecasts: np.ndarray, actual: np.ndarray, scale: np.ndarray,
                    tolerance: float = SELECT_TOLERANCE) -> Selection:
     """forecasts (members, series, horizon): point forecasts on the validation windows; actual
@@ -77,28 +66,13 @@ def choose_members(forecasts: np.ndarray, actual: np.ndarray, scale: np.ndarray,
         scores = {s: mase(actual, median_of(forecasts, s), scale) for s in subsets}
     else:
         scores = _backward(forecasts, actual, scale)
-    errors = lambda subset: scaled_errors(actual, median_of(forecasts, subset), scale)  # noqa: E731
-    return Selection(largest_within(scores, tolerance, errors), scores, members)
+    return Selection(largest_within(scores, tolerance), scores, members)
 
 
-def largest_within(scores: dict[tuple, float], tolerance: float, errors=None) -> tuple:
-    """The largest subset whose score is within `tolerance` of the best, or (with `errors`: a subset's
-    scaled_errors) within one standard error of its paired difference to the best; among equals,
-    the lowest."""
-    best_subset = min(scores, key=scores.get)
-    best = scores[best_subset]
-
-    def within(subset) -> bool:
-        if scores[subset] <= best * (1 + tolerance):
-            return True
-        if errors is None:
-            return False
-        difference = errors(subset) - errors(best_subset)
-        if len(difference) < 2:
-            return False
-        return scores[subset] - best <= np.std(difference, ddof=1) / np.sqrt(len(difference))
-
-    return min((s for s in scores if within(s)), key=lambda s: (-len(s), scores[s]))
+def largest_within(scores: dict[tuple, float], tolerance: float) -> tuple:
+    """The largest subset whose score is within `tolerance` of the best; among equals, the lowest."""
+    best = min(scores.values())
+    return min((s for s, v in scores.items() if v <= best * (1 + tolerance)), key=lambda s: (-len(s), scores[s]))
 
 
 def _backward(forecasts, actual, scale) -> dict[tuple[int, ...], float]:
@@ -131,11 +105,10 @@ def choose_classical(neural: np.ndarray, classical: dict[str, np.ndarray], actua
                      tolerance: float = SELECT_TOLERANCE) -> Combination:
     """neural (series, horizon): the kept members' median on the validation windows; classical: each
     method's forecasts there. Every subset of the methods (the empty one: neural alone) is scored by
-    the MASE of its median with the neural forecast; the largest subset within `tolerance` (or one
-    standard error) of the best is kept, as choose_members does."""
+    the MASE of its median with the neural forecast; the largest subset within `tolerance` of the
+    best is kept, as choose_members does."""
     names = tuple(classical)
     subsets = [s for size in range(len(names) + 1) for s in itertools.combinations(names, size)]
     scores = {s: mase(actual, combine(neural, [classical[n] for n in s]), scale) for s in subsets}
     finite = {s: v for s, v in scores.items() if np.isfinite(v)}
-    errors = lambda subset: scaled_errors(actual, combine(neural, [classical[n] for n in subset]), scale)  # noqa: E731
-    return Combination(largest_within(finite, tolerance, errors) if finite else (), scores)
+    return Combination(largest_within(finite, tolerance) if finite else (), scores)
