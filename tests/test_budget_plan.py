@@ -36,14 +36,19 @@ def slow_epochs(monkeypatch):
     return ahead
 
 
-def test_slow_epochs_train_fewer_members_for_longer(tmp_path, slow_epochs):
-    run = tmp_path / "slow"
+def train_members(run) -> list[int]:
+    """Train the sample (auto recipe, 30 epochs unless early stopping, a 10-minute budget) into `run`;
+    the member of each history.csv row."""
     result = cli("train", SALES, "--out", run, "--set", "model.hidden_size=8", "--set", "model.layers=1",
                  "--set", "train.epochs=30", "--set", "train.patience=30", "--set", "train.recipe=auto",
                  "--time-budget", "10m")
     assert result.exit_code == 0, result.stderr
-    rows = (run / "history.csv").read_text().splitlines()[1:]
-    members = [int(row.split(",")[0]) for row in rows]
+    return [int(row.split(",")[0]) for row in (run / "history.csv").read_text().splitlines()[1:]]
+
+
+def test_slow_epochs_train_fewer_members_for_longer(tmp_path, slow_epochs):
+    run = tmp_path / "slow"
+    members = train_members(run)
     # 600 s of budget, 50 s epochs, about EPOCHS_PER_MEMBER epochs a member: one member fits.
     assert 600 // (EPOCHS_PER_MEMBER * EPOCH_SECONDS) == 1
     assert set(members) == {1}
@@ -86,12 +91,7 @@ def test_a_machine_that_slows_down_trains_fewer_members_instead_of_one_epoch_eac
     monkeypatch.setattr(train_module, "run_epoch", epoch)
     monkeypatch.setattr(train_module, "_fit_member", fit_member)
     run = tmp_path / "slowing"
-    result = cli("train", SALES, "--out", run, "--set", "model.hidden_size=8", "--set", "model.layers=1",
-                 "--set", "train.epochs=30", "--set", "train.patience=30", "--set", "train.recipe=auto",
-                 "--time-budget", "10m")
-    assert result.exit_code == 0, result.stderr
-    rows = (run / "history.csv").read_text().splitlines()[1:]
-    members = [int(row.split(",")[0]) for row in rows]
+    members = train_members(run)
     assert members.count(1) >= 30 and members.count(2) >= 30     # before the slow-down (and a refit epoch)
     later = [m for m in set(members) if m > 2]
     one_epoch = [m for m in later if members.count(m) == 1]
