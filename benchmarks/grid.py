@@ -172,6 +172,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (a shared machine: 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="all", choices=("all", "cpu", "cuda"),
+                        help="all: the CPU, and CUDA when there is one")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     lookback, horizon = args.lookback, args.horizon
@@ -179,6 +181,10 @@ def main() -> None:
     n_train = args.frames - args.test_windows * horizon
     origins = [n_train + k * horizon for k in range(args.test_windows)]
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    if args.device != "all":
+        if args.device == "cuda" and not torch.cuda.is_available():
+            sys.exit("grid.py: --device cuda: CUDA is not available")
+        devices = [torch.device(args.device)]
     print(f"torch {torch.__version__}, {args.threads} CPU thread(s); {args.size}x{args.size} grid, "
           f"{args.frames} frames, training on the first {n_train}, scoring {args.test_windows} windows of "
           f"{horizon} after them; lookback {lookback}", file=sys.stderr)

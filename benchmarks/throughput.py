@@ -3,7 +3,10 @@
 Both run in this process on the same device, interleaved, so the ratio is what the data path
 (index gather from the series buffer, shuffling, loss bookkeeping) costs on top of the model's own
 forward/backward/optimizer step. The bare loop reads pre-built batch tensors that already sit on
-the device, so it has no data cost at all.
+the device, so it has no data cost at all. Both take the optimizer lstmcast trains with
+(fitstate.make_optimizer: AdamW, fused on CUDA) and the same encoder module (cells.TorchLSTM:
+nn.LSTM, whose bf16 is cuDNN's real bf16), so the ratio is the data path's cost alone.
+--profile N prints, for N steps of each loop, the ops by self device time (CUDA) or CPU time.
 
     python benchmarks/throughput.py                 # auto device
     python benchmarks/throughput.py --device cuda --windows 262144
@@ -23,9 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from lstmcast.cells import TorchLSTM
 from lstmcast.config import load_config
 from lstmcast.device import describe, resolve_device
 from lstmcast.errors import LstmcastError
+from lstmcast.fitstate import make_optimizer
 from lstmcast.losses import make_loss
 from lstmcast.model import Forecaster
 from lstmcast.precision import PRECISIONS, autocast_dtype, fp32_math
@@ -64,7 +69,7 @@ def time_lstmcast(model, optimizer, buffer, starts, args, autocast, device) -> f
 class Bare(nn.Module):
     def __init__(self, hidden, layers, horizon):
         super().__init__()
-        self.lstm = nn.LSTM(N_FEATURES, hidden, layers, batch_first=True, dropout=0.1)
+        self.lstm = TorchLSTM(N_FEATURES, hidden, layers, batch_first=True, dropout=0.1)
         self.head = nn.Linear(hidden, horizon)
 
     def forward(self, x):
@@ -87,6 +92,28 @@ def time_bare(model, optimizer, inputs, targets, autocast, device) -> float:
     return sum(len(x) for x in inputs) / (time.perf_counter() - began)
 
 
+def profile_loops(args, model, optimizer, buffer, starts, bare, bare_optimizer, inputs, targets, autocast,
+                  device) -> None:
+    """Top ops of `args.profile` steps of each loop (self device time on CUDA, CPU time on a CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    windows = args.profile * args.batch_size
+    short = argparse.Namespace(**{**vars(args), "windows": windows})
+    for name, run in (("lstmcast run_epoch", lambda: time_lstmcast(model, optimizer, buffer, starts[:windows], short,
+                                                                   autocast, device)),
+                      ("bare", lambda: time_bare(bare, bare_optimizer, inputs[: args.profile],
+                                                 targets[: args.profile], autocast, device))):
+        with profile(activities=activities) as prof:
+            run()
+        events = prof.key_averages()
+        launches = sum(e.count for e in events if getattr(getattr(e, "device_type", None), "name", "") == "CUDA")
+        print(f"\n--- profile: {name}, {args.profile} steps"
+              + (f", {launches / args.profile:.0f} device kernels a step" if cuda else ""))
+        print(events.table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=18,
+                           max_name_column_width=60))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
@@ -99,6 +126,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile N steps of each loop and print the top ops")
     args = parser.parse_args()
 
     try:
@@ -120,9 +149,9 @@ def measure(args, device: torch.device, autocast: torch.dtype | None) -> None:
 
     config = load_config(None, {"model.hidden_size": args.hidden, "model.layers": args.layers})
     model = Forecaster(config.model, args.horizon, args.lookback).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    optimizer = make_optimizer(model, 1e-3, 0.0)
     bare = Bare(args.hidden, args.layers, args.horizon).to(device)
-    bare_optimizer = torch.optim.AdamW(bare.parameters(), lr=1e-3)
+    bare_optimizer = make_optimizer(bare, 1e-3, 0.0)
     # The bare loop's batches are built up front, already on the device: zero data cost.
     rows = torch.randperm(len(starts), device=device)
     batches = [buffer.windows(starts[r], args.horizon) for r in torch.split(rows, args.batch_size)]
@@ -136,6 +165,8 @@ def measure(args, device: torch.device, autocast: torch.dtype | None) -> None:
     for _ in range(args.repeats):
         ours.append(time_lstmcast(model, optimizer, buffer, starts, args, autocast, device))
         theirs.append(time_bare(bare, bare_optimizer, inputs, targets, autocast, device))
+    if args.profile:
+        profile_loops(args, model, optimizer, buffer, starts, bare, bare_optimizer, inputs, targets, autocast, device)
     ours_median, theirs_median = statistics.median(ours), statistics.median(theirs)
     ratio = ours_median / theirs_median
 

@@ -227,7 +227,7 @@ def test_every_encoder_keeps_nn_lstm_call_contract(cell):
     h_n = final[0] if cell != "gru" else final
     assert h_n.shape == (4, 4, 6)                  # (layers * directions, batch, hidden)
     assert encoder.batch_first and encoder.num_layers == 2 and encoder.hidden_size == 6
-    expected = {"lstm": nn.LSTM, "gru": nn.GRU, "grid": GridEncoder}.get(cell, RecurrentEncoder)
+    expected = {"lstm": cells.TorchLSTM, "gru": cells.TorchGRU, "grid": GridEncoder}.get(cell, RecurrentEncoder)
     assert type(encoder) is expected
     assert encoder_output_size(6, False) == 6
 
@@ -407,8 +407,9 @@ except Exception:  # noqa: BLE001
 
 @pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
 def test_triton_kernel_in_the_interpreter_matches_the_twin():
-    """TRITON_INTERPRET=1 runs the kernel on the CPU: the same arithmetic as lstm_pointwise, and
-    the encoder's fast path with it (forward and backward) matches the reference."""
+    """TRITON_INTERPRET=1 runs the kernels on the CPU: the same arithmetic as lstm_pointwise and
+    lstm_pointwise_backward, and the encoder's fast path with them (the forward and the backward
+    time loops as Triton kernels) matches the reference."""
     script = textwrap.dedent("""
         import torch
         from lstmcast import cells
@@ -419,7 +420,17 @@ def test_triton_kernel_in_the_interpreter_matches_the_twin():
             want = cells.lstm_pointwise(gates, c, peephole, coupled)
             for g, w in zip(got, want):
                 torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+            h, c_new, acts = want
+            grads = torch.randn(5, 7), torch.randn(5, 7)
+            got = cells.triton_lstm_pointwise_backward(acts, c, c_new, peephole, coupled, *grads)
+            want = cells.lstm_pointwise_backward(acts, c, c_new, peephole, coupled, *grads)
+            for g, w in zip(got, want, strict=True):
+                torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
         cells.use_triton = lambda tensor: True          # the CUDA path, interpreted on the CPU
+        ran = []
+        for name in ("triton_layer_forward", "triton_layer_backward"):
+            kernel = getattr(cells, name)
+            setattr(cells, name, lambda *a, kernel=kernel, name=name: ran.append(name) or kernel(*a))
         for cell in ("peephole", "cifg"):
             encoder = cells.RecurrentEncoder(cell, 3, 6, layers=2, bidirectional=True)
             x = torch.randn(4, 5, 3, requires_grad=True)
@@ -429,6 +440,10 @@ def test_triton_kernel_in_the_interpreter_matches_the_twin():
                 results.append([out, *torch.autograd.grad(out.sum() + c_n.sum(), [x, *encoder.parameters()])])
             for g, w in zip(*results):
                 torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5)
+        # both loops ran as Triton kernels (2 layers x 2 directions x 2 cells), nothing fell back
+        assert ran.count("triton_layer_forward") == ran.count("triton_layer_backward") == 8, ran
+        from lstmcast.device import fallbacks
+        assert not fallbacks(), fallbacks()
         print("ok")
     """)
     env = {**os.environ, "TRITON_INTERPRET": "1"}
@@ -460,13 +475,15 @@ def test_triton_kernel_on_cuda_matches_the_twin(coupled, peephole):
 @pytest.mark.gpu
 @needs_cuda
 def test_fast_path_on_cuda_matches_the_reference(cell, triton_on, monkeypatch):
-    """With triton_on the Triton kernel must really run (a fallback to the scripted loop fails
-    this test); without, the TorchScript loop runs on CUDA. Either way nothing falls back."""
+    """With triton_on the Triton kernels must really run, forward and backward (a fallback to the
+    scripted loop fails this test); without, the TorchScript loops run on CUDA. Either way nothing
+    falls back, and bf16 autocast gives gradients near the fp32 ones."""
     monkeypatch.setattr(cells, "USE_TRITON", triton_on)
     clear_fallbacks()
     calls = []
-    kernel = cells.triton_layer_forward
-    monkeypatch.setattr(cells, "triton_layer_forward", lambda *a: calls.append(1) or kernel(*a))
+    for name in ("triton_layer_forward", "triton_layer_backward"):
+        kernel = getattr(cells, name)
+        monkeypatch.setattr(cells, name, lambda *a, kernel=kernel, name=name: calls.append(name) or kernel(*a))
     torch.manual_seed(0)
     encoder = RecurrentEncoder(cell, 3, 32, layers=2, bidirectional=True).cuda().eval()
     x = torch.randn(16, 20, 3, device="cuda", requires_grad=True)
@@ -478,8 +495,49 @@ def test_fast_path_on_cuda_matches_the_reference(cell, triton_on, monkeypatch):
     for g, w in zip(got_grads, want_grads, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-3, atol=1e-4)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        states, _ = encoder(x)
-    states.float().sum().backward()
-    assert torch.isfinite(x.grad).all()
+        states, (_, c_bf16) = encoder(x)
+    assert states.dtype == torch.bfloat16
+    bf16_grads = torch.autograd.grad(states.float().sum() + c_bf16.float().sum(), [x, *encoder.parameters()])
+    for g, w in zip(bf16_grads, want_grads, strict=True):
+        assert (g.float() - w).norm() <= 0.05 * w.norm() + 1e-3
     assert fallbacks() == {}
-    assert bool(calls) == triton_on
+    # 2 layers x 2 directions, three passes (fp32, bf16 forward; fp32, bf16 backward)
+    expected = {"triton_layer_forward": 8, "triton_layer_backward": 8} if triton_on else {}
+    assert {name: calls.count(name) for name in set(calls)} == expected
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_torch_cells_hand_cudnn_real_bf16_under_bf16_autocast(cell, monkeypatch):
+    """torch's autocast runs cuDNN's RNN in float16 under a bf16 autocast; TorchLSTM / TorchGRU
+    hand the fused kernel bf16 input, state and weight copies instead. The CUDA branch is forced
+    here on the CPU (the same _VF kernel entry): every tensor the kernel gets is bf16, the output
+    is bf16 and near the fp32 one, the gradients land in the fp32 weights near the fp32 gradients."""
+    torch.manual_seed(0)
+    encoder = make_encoder(cell, 3, 16, layers=2, bidirectional=True)
+    assert isinstance(encoder, nn.LSTM if cell == "lstm" else nn.GRU)
+    assert list(encoder.state_dict()) == list(getattr(nn, cell.upper())(3, 16, 2, bidirectional=True).state_dict())
+    x = torch.randn(5, 9, 3)
+    want, _ = encoder(x)                                  # not forced: nn.LSTM / nn.GRU itself, fp32
+    want_grads = torch.autograd.grad(want.sum(), list(encoder.parameters()))
+    seen = []
+    fused = type(encoder)._fused
+
+    def spy(inputs, hx, weights, *rest):
+        states = hx if isinstance(hx, tuple) else (hx,)
+        seen.append({t.dtype for t in (inputs, *states, *weights)})
+        return fused(inputs, hx, weights, *rest)
+
+    monkeypatch.setattr(type(encoder), "_fused", staticmethod(spy))
+    monkeypatch.setattr(type(encoder), "bf16_here", staticmethod(lambda inputs: True))
+    got, final = encoder(x)
+    assert seen == [{torch.bfloat16}]
+    assert got.dtype == torch.bfloat16 and got.shape == want.shape
+    error = (got.float() - want).abs().max().item()
+    assert 0 < error < 0.03                               # bf16: near, and really not fp32
+    grads = torch.autograd.grad(got.float().sum(), list(encoder.parameters()))
+    for param, g, w in zip(encoder.parameters(), grads, want_grads, strict=True):
+        assert param.dtype == g.dtype == torch.float32
+        assert (g - w).norm() < 0.05 * w.norm() + 1e-3
+    # A carried state (tbptt) in fp32 goes in as bf16 too.
+    encoder(x, final)
+    assert seen[-1] == {torch.bfloat16}

@@ -61,8 +61,9 @@ def test_auto_precision_is_bf16_exactly_when_every_cell_runs_fast_bf16():
         chosen = autocast_dtype("auto", device, (cell,))
         assert chosen == (torch.bfloat16 if ok else None), (cell, what)
         assert ("bf16" in fallbacks()) == (not ok)
-        if cell in ("lstm", "gru") and ok:
-            assert what == "cuDNN bf16"
+        if cell in ("lstm", "gru") and torch.cuda.is_bf16_supported():
+            # TorchLSTM / TorchGRU hand cuDNN bf16 themselves (autocast alone would run fp16)
+            assert (ok, what) == (True, "cuDNN bf16"), (cell, what)
     # The Triton kernel runs the custom cells on CUDA: no fallback allowed there.
     assert bf16_kernel("peephole", device) == (True, "Triton bf16")
     assert bf16_kernel("cifg", device) == (True, "Triton bf16")
@@ -114,3 +115,31 @@ def test_fp32_on_gpu_is_ieee_and_matches_the_cpu(tmp_path):
     assert scale > 0
     np.testing.assert_allclose(gpu - last, cpu - last, rtol=0, atol=1e-5 * scale + 1e-6 * np.abs(last).max())
 
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_cudnn_rnn_trains_in_real_bf16_near_fp32(cell):
+    """Under bf16 autocast TorchLSTM / TorchGRU run cuDNN's fused RNN in bf16 (not torch's fp16
+    cast): bf16 output from aten::_cudnn_rnn, near the IEEE fp32 output, fp32 gradients near fp32's."""
+    from lstmcast.cells import make_encoder
+    from lstmcast.precision import fp32_math
+    torch.manual_seed(0)
+    encoder = make_encoder(cell, 3, 32, layers=2).cuda()
+    x = torch.randn(64, 30, 3, device="cuda")
+    with fp32_math("fp32"):
+        want = encoder(x)[0]
+        want_grads = torch.autograd.grad(want.sum(), list(encoder.parameters()))
+    seen = {}
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = encoder(x)[0]
+        seen["out"] = out
+        seen["grads"] = torch.autograd.grad(out.float().sum(), list(encoder.parameters()))
+
+    assert any("_cudnn_rnn" in name for name in _op_names(step))
+    got, grads = seen["out"], seen["grads"]
+    assert got.dtype == torch.bfloat16
+    assert 0 < (got.float() - want).abs().max().item() < 0.03
+    for g, w in zip(grads, want_grads, strict=True):
+        assert g.dtype == torch.float32 and (g - w).norm() <= 0.05 * w.norm() + 1e-3

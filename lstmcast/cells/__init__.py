@@ -32,7 +32,8 @@ Two ways to run the same parameters:
   fast       the input projections of all time steps in ONE matmul before the loop; per step one
              addmm (h @ U) and a fused element-wise update (TorchScript on CPU, a Triton kernel
              on CUDA); a layer is one autograd node (LstmLayer) whose
-             backward runs the time loop in reverse with hand-written gradients. What
+             backward runs the time loop in reverse with hand-written gradients (per step one
+             Triton kernel and one mm on CUDA). What
              RecurrentEncoder.forward runs; the GRU runs autograd through its loop instead.
 For cell 'lstm' and 'gru' the model should simply use torch's own modules (cuDNN on CUDA):
 `make_encoder` returns nn.LSTM / nn.GRU for those and a RecurrentEncoder for the others.
@@ -40,7 +41,8 @@ For cell 'lstm' and 'gru' the model should simply use torch's own modules (cuDNN
 The package, by job:
   equations.py      cell names, parameter layout and count, the reference steps
   pointwise.py      the fused element-wise update, its hand-written backward, the layer time loops
-  triton_kernel.py  the same update as a Triton kernel (CUDA) and its layer loop
+  triton_kernel.py  the same update and its backward as Triton kernels (CUDA), and the layer's
+                    time loops with them
   fastpath.py       the switches (USE_TRITON, USE_SCRIPT), TorchScript compilation, the choice of
                     loop with its recorded fallbacks, LstmLayer (the autograd node), run_fast
   encoder.py        RecurrentEncoder, make_encoder, the forget-gate bias, the torch mapping
@@ -58,6 +60,8 @@ import types
 from . import fastpath as _fastpath
 from .encoder import (
     RecurrentEncoder,
+    TorchGRU,
+    TorchLSTM,
     encoder_cell,
     forget_gate_block,
     from_torch_gru,
@@ -94,11 +98,11 @@ from .pointwise import (
     lstm_pointwise_backward,
     peephole_grad,
 )
-from .triton_kernel import triton_lstm_pointwise
+from .triton_kernel import triton_lstm_pointwise, triton_lstm_pointwise_backward
 
 # fastpath's switches and hooks: read and written there (see the module docstring).
-_FORWARDED = frozenset({"USE_TRITON", "USE_SCRIPT", "_COMPILED", "triton", "triton_layer_forward", "use_triton",
-                        "compiled", "layer_forward"})
+_FORWARDED = frozenset({"USE_TRITON", "USE_SCRIPT", "_COMPILED", "triton", "triton_layer_forward",
+                        "triton_layer_backward", "use_triton", "compiled", "layer_forward", "layer_backward"})
 
 __all__ = [
     "CELLS", "GATE_BLOCKS", "GridEncoder", "GridWeights", "LSTM_FAMILY", "REFERENCE_STEPS", "LayerWeights",
@@ -107,7 +111,8 @@ __all__ = [
     "from_torch_lstm", "gru_pointwise", "gru_step", "init_forget_bias", "lstm_layer_backward",
     "lstm_layer_forward", "lstm_pointwise", "lstm_pointwise_backward", "lstm_step", "make_encoder",
     "parameter_count", "peephole_grad", "peephole_step", "run_fast", "run_reference", "to_torch_gru",
-    "to_torch_lstm", "triton_lstm_pointwise", *sorted(_FORWARDED),
+    "to_torch_lstm", "triton_lstm_pointwise", "triton_lstm_pointwise_backward", "TorchGRU", "TorchLSTM",
+    *sorted(_FORWARDED),
 ]
 
 

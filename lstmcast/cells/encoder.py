@@ -5,10 +5,11 @@ to and from torch's modules."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import _VF, Tensor, nn
 
 from .equations import GATE_BLOCKS, LSTM_FAMILY, LayerWeights, check_cell, encoder_output_size, run_reference
 from .fastpath import run_fast
@@ -118,6 +119,67 @@ class RecurrentEncoder(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
+# torch's nn.LSTM / nn.GRU, with cuDNN's own bf16 under bf16 autocast
+
+
+def bf16_autocast_on(inputs: Tensor) -> bool:
+    """Whether `inputs` sit on a CUDA device inside a bf16 autocast region."""
+    return (inputs.is_cuda and torch.is_autocast_enabled("cuda")
+            and torch.get_autocast_dtype("cuda") == torch.bfloat16)
+
+
+class _CudnnBf16:
+    """Under bf16 autocast, torch's autocast wrapper of cuDNN's RNN casts to float16, not bf16
+    (found by the bf16 probe on an H200, torch 2.11): an "bf16" LSTM was fp16 without loss scaling.
+    These modules run cuDNN's RNN in real bf16 there instead: autocast off, the input, the initial
+    state and a bf16 copy of each fp32 weight (differentiable: the gradients reach the fp32
+    weights in fp32) handed to the fused kernel; the output is bf16, as autocast's would be.
+    Elsewhere (fp32, a CPU) they are exactly nn.LSTM / nn.GRU; parameters and state_dict are the same.
+    """
+
+    _fused = None   # _VF.lstm / _VF.gru
+
+    def forward(self, inputs, hx=None):
+        if inputs.dim() != 3 or not self.bf16_here(inputs):
+            return super().forward(inputs, hx)
+        return self._bf16_forward(inputs, hx)
+
+    @staticmethod
+    def bf16_here(inputs: Tensor) -> bool:
+        return bf16_autocast_on(inputs)
+
+    def _bf16_forward(self, inputs: Tensor, hx):
+        bf16 = torch.bfloat16
+        lstm = isinstance(self, nn.LSTM)
+        if hx is None:
+            zeros = inputs.new_zeros(self.num_layers * (2 if self.bidirectional else 1),
+                                     inputs.shape[0 if self.batch_first else 1], self.hidden_size, dtype=bf16)
+            hx = (zeros, zeros) if lstm else zeros
+        else:
+            hx = tuple(h.to(bf16) for h in hx) if lstm else hx.to(bf16)
+        weights = [w.to(bf16) for w in self._flat_weights]
+        with torch.autocast("cuda", enabled=False), warnings.catch_warnings():
+            # the bf16 copies are not one flat buffer: cuDNN packs them per call, as it does for
+            # autocast's own casts; its warning about it says nothing to a user.
+            warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk")
+            result = type(self)._fused(inputs.to(bf16), hx, weights, self.bias, self.num_layers,
+                                       float(self.dropout), self.training, self.bidirectional, self.batch_first)
+        return (result[0], (result[1], result[2])) if lstm else (result[0], result[1])
+
+
+class TorchLSTM(_CudnnBf16, nn.LSTM):
+    """nn.LSTM (cuDNN on CUDA), real cuDNN bf16 under bf16 autocast."""
+
+    _fused = staticmethod(_VF.lstm)
+
+
+class TorchGRU(_CudnnBf16, nn.GRU):
+    """nn.GRU (cuDNN on CUDA), real cuDNN bf16 under bf16 autocast."""
+
+    _fused = staticmethod(_VF.gru)
+
+
+# ----------------------------------------------------------------------------------------------
 # Factory, forget-gate bias, and the mapping to and from torch's modules
 
 
@@ -125,13 +187,14 @@ def make_encoder(cell: str, input_size: int, hidden_size: int, layers: int = 1, 
                  bidirectional: bool = False) -> nn.Module:
     """The encoder for `cell`, forget-gate bias 1 for the LSTM family.
 
-    lstm and gru are torch's own nn.LSTM / nn.GRU (batch_first=True; cuDNN on CUDA), the others
+    lstm and gru are torch's own nn.LSTM / nn.GRU (batch_first=True; cuDNN on CUDA, in real bf16
+    under bf16 autocast: TorchLSTM / TorchGRU), the others
     a RecurrentEncoder (for grid its subclass GridEncoder); all share the call contract, and all
     but grid the parameter names.
     """
     check_cell(cell)
     dropout = dropout if layers > 1 else 0.0  # between layers only; torch warns otherwise
-    kinds = {"lstm": nn.LSTM, "gru": nn.GRU}
+    kinds = {"lstm": TorchLSTM, "gru": TorchGRU}
     if cell in kinds:
         encoder = kinds[cell](input_size, hidden_size, num_layers=layers, dropout=dropout,
                               bidirectional=bidirectional, batch_first=True)

@@ -19,7 +19,7 @@ from torch.autograd.function import once_differentiable
 from ..device import record_fallback
 from .equations import LayerWeights
 from .pointwise import gru_pointwise, lstm_layer_backward, lstm_layer_forward, peephole_grad
-from .triton_kernel import triton, triton_layer_forward
+from .triton_kernel import triton, triton_layer_backward, triton_layer_forward
 
 USE_TRITON = True   # False: CUDA runs the scripted loops too
 USE_SCRIPT = True   # False: the loops run as plain Python (benchmarks/cells.py --no-script compares)
@@ -75,11 +75,27 @@ def layer_forward(projected: Tensor, h: Tensor, c: Tensor, weight_hh_t: Tensor, 
     return compiled(lstm_layer_forward)(projected, h, c, weight_hh_t, peephole, coupled)
 
 
+def layer_backward(grad_hs: Tensor, grad_c_last: Tensor, acts: Tensor, cs: Tensor, weight_hh: Tensor,
+                   peephole: Tensor | None, coupled: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """lstm_layer_backward, on CUDA with the Triton backward kernel; a failure there falls back to
+    the scripted loop as layer_forward's does (said once, recorded, for the rest of the process)."""
+    global USE_TRITON
+    if use_triton(acts):
+        try:
+            return triton_layer_backward(grad_hs, grad_c_last, acts, cs, weight_hh, peephole, coupled)
+        except Exception as exc:  # noqa: BLE001 - said and recorded, never silent
+            record_fallback("triton", f"the Triton LSTM backward kernel failed ({type(exc).__name__}: "
+                                      f"{_first_line(exc)}); using the TorchScript loop")
+            USE_TRITON = False
+    return compiled(lstm_layer_backward)(grad_hs, grad_c_last, acts, cs, weight_hh, peephole, coupled)
+
+
 class LstmLayer(torch.autograd.Function):
     """One LSTM-family layer and direction over the whole sequence, as one autograd node.
 
     Forward: the time loop (scripted on CPU, Triton element-wise kernel on CUDA). Backward: the
-    time loop in reverse with the hand-written element-wise gradients; the gradient of W_hh is then
+    time loop in reverse with the hand-written element-wise gradients (scripted on CPU, a Triton
+    kernel on CUDA); the gradient of W_hh is then
     ONE (G*H, seq * batch) x (seq * batch, H) matmul instead of one per step. Autograd through
     the loop would record ~20 nodes per step and run them one by one.
     Inputs: projected (seq, batch, G*H), h0, c0 (batch, H), weight_hh (G*H, H), peephole (3H,)
@@ -102,7 +118,7 @@ class LstmLayer(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_hs, grad_c_last):
         acts, cs, hs, h0, weight, peephole = ctx.saved_tensors
-        grad_gates, grad_h0, grad_c0 = compiled(lstm_layer_backward)(
+        grad_gates, grad_h0, grad_c0 = layer_backward(
             grad_hs.contiguous(), grad_c_last.contiguous(), acts, cs, weight, peephole, ctx.coupled)
         h_prev = torch.cat([h0.to(hs.dtype).unsqueeze(0), hs[:-1]])       # (seq, batch, H)
         grad_weight_hh = grad_gates.flatten(0, 1).t().mm(h_prev.flatten(0, 1).to(grad_gates.dtype))
