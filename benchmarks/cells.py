@@ -140,12 +140,15 @@ def main() -> None:
     parser.add_argument("--cells", default=",".join(cells.CELLS), help="comma list; lstm is the reference")
     parser.add_argument("--no-script", action="store_true",
                         help="run the peephole/cifg time loops as plain Python instead of TorchScript")
+    parser.add_argument("--no-graphs", action="store_true",
+                        help="CUDA: run the custom cells' Triton time loops eagerly instead of as CUDA graphs")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     args.cells = [cells.check_cell(c.strip()) for c in args.cells.split(",") if c.strip()]
     if "lstm" not in args.cells:
         args.cells.insert(0, "lstm")
     cells.USE_SCRIPT = not args.no_script
+    cells.graphs.USE_GRAPHS = not args.no_graphs
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
@@ -160,12 +163,14 @@ def main() -> None:
             rows += bench_device(args, torch.device(name))
     loops = "plain Python" if args.no_script else "TorchScript"
     print(f"torch {torch.__version__}, cpu threads {torch.get_num_threads()}, peephole/cifg loops {loops}, "
-          f"triton {'yes' if cells.triton is not None else 'no'}; median of {args.repeats} repeats")
+          f"triton {'yes' if cells.triton is not None else 'no'}, CUDA graphs {'no' if args.no_graphs else 'yes'}; "
+          f"median of {args.repeats} repeats")
     print_table(rows, args)
     for path, reason in fallbacks().items():
         print(f"FALLBACK {path}: {reason}")
     print(json.dumps({"fallbacks": fallbacks(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "torchscript": not args.no_script, "triton": cells.triton is not None,
+                      "cuda_graphs": not args.no_graphs,
                       "repeats": args.repeats, "rows": rows}))
 
 

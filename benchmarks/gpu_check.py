@@ -16,7 +16,8 @@ is installed. Steps, each a subprocess with its own time limit:
                  package: installed, or its wheel in .gpu/wheels (`make gpu-prep` puts it there)
   then one at a time (timed, the GPU to itself):
   throughput     benchmarks/throughput.py --device cuda, batch 256 and 1024, bf16 and fp32
-  cells          benchmarks/cells.py --device cuda, bf16 and fp32
+  cells          benchmarks/cells.py --device cuda, bf16 and fp32 (and fp32 with the custom cells'
+                 loops run eagerly, --no-graphs: what the CUDA graphs gain)
   convlstm       benchmarks/grid.py --device cuda: ConvLSTM vs persistence and a per-cell LSTM,
                  training windows/s and forecast frames/s on the GPU
 
@@ -147,7 +148,8 @@ def gpu_to_cpu(work: Path, device: str) -> dict:
         return done
 
     call([*lstmcast, "train", data, "--out", run, "--device", device, "--set", "train.epochs=8",
-          "--set", "model.hidden_size=32"], what="train on cuda")
+          "--set", "model.hidden_size=32", "--set", f"train.precision={'bf16' if device != 'cpu' else 'fp32'}"],
+         what="train on cuda")
     call([*lstmcast, "predict", data, "--model", run, "--device", device, "--out", work / "gpu.csv"],
          what="predict on the GPU")
     no_gpu = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
@@ -235,9 +237,10 @@ def build_steps(args, work: Path, data_path: str | None) -> list[Step]:
                               [PY, "benchmarks/throughput.py", "--device", args.device, "--batch-size", str(batch),
                                "--precision", precision, "--windows", windows, "--repeats", "3", *profile],
                               120, "alone"))
-    for precision in ("bf16", "fp32"):
-        steps.append(Step(f"cells {precision}", [PY, "benchmarks/cells.py", "--device", args.device, "--precision",
-                                                 precision, "--repeats", "3", "--steps", "5" if quick else "10"],
+    for precision, graphs in (("bf16", True), ("fp32", True), ("fp32", False)):
+        steps.append(Step(f"cells {precision}{'' if graphs else ' no graphs'}",
+                          [PY, "benchmarks/cells.py", "--device", args.device, "--precision", precision,
+                           "--repeats", "3", "--steps", "5" if quick else "10", *([] if graphs else ["--no-graphs"])],
                           150, "alone"))
     steps.append(Step("convlstm", [PY, "benchmarks/grid.py", "--device", args.device, "--threads", "4",
                                    *(["--frames", "160", "--size", "16", "--epochs", "2"] if quick else [])],

@@ -132,7 +132,7 @@ def main() -> None:
 
     try:
         device = resolve_device(args.device)
-        autocast = autocast_dtype(args.precision, device, ("lstm",))
+        autocast = autocast_dtype(args.precision, device, ("lstm",), [("lstm", args.hidden, args.batch_size)])
     except LstmcastError as exc:  # e.g. --precision bf16 where cuDNN has no bf16 LSTM: say why
         print(f"throughput: {exc}", file=sys.stderr)
         sys.exit(2)

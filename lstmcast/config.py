@@ -84,6 +84,11 @@ class Config:
         """The recurrent cells of all ensemble members (each probed for bf16 on CUDA)."""
         return tuple(sorted({self.member(k).model.cell for k in range(1, self.train.ensemble + 1)}))
 
+    def member_shapes(self) -> tuple[tuple[str, int, int], ...]:
+        """(cell, hidden_size, batch_size) of every ensemble member: what decides whether bf16 pays."""
+        members = [self.member(k) for k in range(1, self.train.ensemble + 1)]
+        return tuple(sorted({(m.model.cell, m.model.hidden_size, m.train.batch_size) for m in members}))
+
     def member(self, member: int) -> Config:
         """The whole config ensemble member `member` (1-based) trains with: its lookback from
         train.ensemble_lookbacks and its entry of train.members (both cycled) applied."""

@@ -1,9 +1,15 @@
 """Numeric precision: bf16 autocast where it is really fast and really bf16, and the TF32 policy.
 
 train.precision:
-  auto  bf16 autocast on CUDA when every cell in use runs its bf16 fast path there (probed
-        below); fp32 otherwise, and always on a CPU or MPS. Choosing fp32 on CUDA because the
-        probe failed is a recorded fallback (stderr once, metrics.json "fallbacks").
+  auto  bf16 autocast on CUDA where it is faster and every cell in use runs its bf16 fast path
+        there (probed below); IEEE fp32 otherwise, and always on a CPU or MPS. Faster, as measured
+        (benchmarks/bf16_crossover.py on an H200, torch 2.11, cuDNN 9.19): cuDNN's bf16 RNN has
+        no persistent kernel, so each step costs about the same whatever the size, while fp32
+        small models run in cuDNN's persistent kernel: bf16 was 3-6x SLOWER for hidden sizes up
+        to 128, and 1.1-3.6x faster only from hidden 192 at batch 1024 (lstm, gru). The custom
+        cells' Triton loops run at the same speed in both. So auto means bf16 only for lstm / gru
+        members with hidden_size >= 192 and batch_size >= 1024 (bf16_pays). Choosing fp32 on CUDA
+        because the probe failed is a recorded fallback (stderr once, metrics.json "fallbacks").
   bf16  bf16 autocast; on CUDA an error (exit 2) if a cell in use has no bf16 fast path there.
   fp32  IEEE fp32 everywhere: TF32 is turned OFF for matmuls and cuDNN (torch leaves cuDNN on
         TF32 by default, so on Ampere/Hopper an "fp32" LSTM would otherwise multiply with 10-bit
@@ -59,14 +65,15 @@ def bf16_kernel(cell: str, device: torch.device) -> tuple[bool, str]:
         seen["dtype"] = out.dtype
 
     before = set(fallbacks())
-    try:
-        step()
-    except Exception as exc:  # noqa: BLE001 - the reason is reported, never swallowed
-        return False, f"fails under bf16 autocast ({type(exc).__name__}: {str(exc).strip()[:200]})"
-    try:
-        names = _op_names(step)
-    except Exception as exc:  # noqa: BLE001
-        return False, f"cannot tell which kernel runs: the profiler failed ({type(exc).__name__}: {exc})"
+    with cells.graphs.off():   # the kernels themselves, not a recording of them
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - the reason is reported, never swallowed
+            return False, f"fails under bf16 autocast ({type(exc).__name__}: {str(exc).strip()[:200]})"
+        try:
+            names = _op_names(step)
+        except Exception as exc:  # noqa: BLE001
+            return False, f"cannot tell which kernel runs: the profiler failed ({type(exc).__name__}: {exc})"
     dtype = str(seen["dtype"]).replace("torch.", "")
     if cell in ("lstm", "gru"):
         if not any("_cudnn_rnn" in name for name in names):
@@ -82,12 +89,26 @@ def bf16_kernel(cell: str, device: torch.device) -> tuple[bool, str]:
     return True, "Triton bf16" if cells.use_triton(inputs) else "TorchScript bf16"
 
 
-def autocast_dtype(precision: str, device: torch.device, cells_in_use: Iterable[str] = ("lstm",)
-                   ) -> torch.dtype | None:
-    """The autocast dtype for training / forecasting on `device`, or None for plain fp32."""
+# Where bf16 pays on CUDA (see the module docstring): cuDNN's lstm / gru from these sizes on.
+BF16_MIN_HIDDEN, BF16_MIN_BATCH = 192, 1024
+
+
+def bf16_pays(cell: str, hidden_size: int, batch_size: int) -> bool:
+    """Whether a member of this cell and size trains faster in bf16 than in fp32 on a GPU."""
+    return cell in ("lstm", "gru") and hidden_size >= BF16_MIN_HIDDEN and batch_size >= BF16_MIN_BATCH
+
+
+def autocast_dtype(precision: str, device: torch.device, cells_in_use: Iterable[str] = ("lstm",),
+                   shapes: Iterable[tuple[str, int, int]] | None = None) -> torch.dtype | None:
+    """The autocast dtype for training / forecasting on `device`, or None for plain fp32.
+
+    `shapes`: (cell, hidden_size, batch_size) of every member; with precision auto, bf16 only if
+    it pays for all of them (None: decided by the probe alone)."""
     if precision not in PRECISIONS:
         raise LstmcastError(f"train.precision={precision}: choose one of {', '.join(PRECISIONS)}")
     if precision in ("fp32", "tf32") or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto" and shapes is not None and not all(bf16_pays(*shape) for shape in shapes):
         return None
     if device.type != "cuda":
         return torch.bfloat16           # an explicit bf16 on a CPU: the user's choice
@@ -103,11 +124,12 @@ def autocast_dtype(precision: str, device: torch.device, cells_in_use: Iterable[
     return None
 
 
-def forecast_autocast(precision: str, device: torch.device, cells_in_use: Iterable[str]) -> torch.dtype | None:
+def forecast_autocast(precision: str, device: torch.device, cells_in_use: Iterable[str],
+                      shapes: Iterable[tuple[str, int, int]] | None = None) -> torch.dtype | None:
     """Forecasting: a run's own precision on CUDA; on a CPU always fp32 (a bf16 run too)."""
     if device.type != "cuda":
         return None
-    return autocast_dtype(precision, device, cells_in_use)
+    return autocast_dtype(precision, device, cells_in_use, shapes)
 
 
 def name(autocast: torch.dtype | None, precision: str, device: torch.device) -> str:

@@ -192,7 +192,8 @@ def forecast_at(run: Run, series: SeriesSet, loc: np.ndarray, scale: np.ndarray,
     codes = spec.codes(series.ids) if spec is not None and run.config.model.series_embedding else None
     buffer = SeriesBuffer.build(scaled, run.config.input_length, run.device, extra, tail,
                                 n_known=n_known, horizon=run.horizon, codes=codes)
-    runtime = Runtime.for_forecast(run.device, run.config.train.precision, run.config.cells_in_use())
+    runtime = Runtime.for_forecast(run.device, run.config.train.precision, run.config.cells_in_use(),
+                                   run.config.member_shapes())
     with fp32_math(runtime.precision):
         if run.config.train.tbptt:  # stateful: the state warmed over the whole history before each origin
             out = forecast_origins(run.model, buffer, origins, index, runtime)

@@ -22,18 +22,20 @@ class Runtime:
 
     @classmethod
     def resolve(cls, device: str, precision: str, cells_in_use: tuple[str, ...],
-                ranks: Ranks | None = None) -> Runtime:
-        """train.device and train.precision, resolved here (bf16 is probed per cell on CUDA); under
-        torchrun each rank's CUDA device is cuda:LOCAL_RANK."""
+                ranks: Ranks | None = None, shapes: tuple[tuple[str, int, int], ...] | None = None) -> Runtime:
+        """train.device and train.precision, resolved here (auto: bf16 where it pays for the members'
+        `shapes`, precision.bf16_pays; bf16 is probed per cell on CUDA); under torchrun each rank's
+        CUDA device is cuda:LOCAL_RANK."""
         ranks = ranks or Ranks()
         resolved = ranks.device(resolve_device(device), device)
-        return cls(resolved, autocast_dtype(precision, resolved, cells_in_use), precision, ranks)
+        return cls(resolved, autocast_dtype(precision, resolved, cells_in_use, shapes), precision, ranks)
 
     @classmethod
-    def for_forecast(cls, device: torch.device, precision: str, cells_in_use: tuple[str, ...]) -> Runtime:
+    def for_forecast(cls, device: torch.device, precision: str, cells_in_use: tuple[str, ...],
+                     shapes: tuple[tuple[str, int, int], ...] | None = None) -> Runtime:
         """Forecasting with a run trained in `precision`: its own precision on CUDA, always fp32
         on a CPU (a bf16 run too)."""
-        return cls(device, forecast_autocast(precision, device, cells_in_use), precision)
+        return cls(device, forecast_autocast(precision, device, cells_in_use, shapes), precision)
 
     @property
     def name(self) -> str:

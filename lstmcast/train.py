@@ -124,7 +124,8 @@ def _train_locked(data_path: Path, out: Path, config: Config, resume: bool, over
     with ranks.together():  # rank 0 checks the run directory; every rank reads a --resume's state
         work = rundir.prepare(out, resume, overwrite) if ranks.writes else out
         state = check_resume(out, config, fingerprint, data_path) if resume else None
-        runtime = Runtime.resolve(config.train.device, config.train.precision, config.cells_in_use(), ranks)
+        runtime = Runtime.resolve(config.train.device, config.train.precision, config.cells_in_use(), ranks,
+                                  config.member_shapes())
     with ranks.together():  # apart: a failure of another rank above leaves no new directory behind
         fresh = rundir.create(work) if ranks.writes else False
     emit = on_event or (lambda event: None)

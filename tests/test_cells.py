@@ -484,6 +484,8 @@ def test_fast_path_on_cuda_matches_the_reference(cell, triton_on, monkeypatch):
     for name in ("triton_layer_forward", "triton_layer_backward"):
         kernel = getattr(cells, name)
         monkeypatch.setattr(cells, name, lambda *a, kernel=kernel, name=name: calls.append(name) or kernel(*a))
+    cells.graphs.clear()
+    replays = cells.graphs.REPLAYS[0]
     torch.manual_seed(0)
     encoder = RecurrentEncoder(cell, 3, 32, layers=2, bidirectional=True).cuda().eval()
     x = torch.randn(16, 20, 3, device="cuda", requires_grad=True)
@@ -501,9 +503,10 @@ def test_fast_path_on_cuda_matches_the_reference(cell, triton_on, monkeypatch):
     for g, w in zip(bf16_grads, want_grads, strict=True):
         assert (g.float() - w).norm() <= 0.05 * w.norm() + 1e-3
     assert fallbacks() == {}
-    # 2 layers x 2 directions, three passes (fp32, bf16 forward; fp32, bf16 backward)
-    expected = {"triton_layer_forward": 8, "triton_layer_backward": 8} if triton_on else {}
-    assert {name: calls.count(name) for name in set(calls)} == expected
+    # Triton ran both loops (recorded into CUDA graphs: a graph replay calls no Python, so the
+    # spies see the eager calls and the recordings, and the replays are counted apart)
+    assert set(calls) == ({"triton_layer_forward", "triton_layer_backward"} if triton_on else set())
+    assert (cells.graphs.REPLAYS[0] > replays) == triton_on
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -541,3 +544,91 @@ def test_torch_cells_hand_cudnn_real_bf16_under_bf16_autocast(cell, monkeypatch)
     # A carried state (tbptt) in fp32 goes in as bf16 too.
     encoder(x, final)
     assert seen[-1] == {torch.bfloat16}
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
+def test_cuda_graph_replays_give_the_eager_numbers(monkeypatch):
+    """The time loops recorded as CUDA graphs and replayed compute what the eager loops do (the
+    same kernels; a stale or misplaced input would be off by far more than the tolerance)."""
+    clear_fallbacks()
+    cells.graphs.clear()
+    torch.manual_seed(0)
+    encoder = RecurrentEncoder("peephole", 3, 64, layers=2).cuda()
+    x = torch.randn(32, 40, 3, device="cuda", requires_grad=True)
+    results = {}
+    for graphs_on in (False, True):
+        monkeypatch.setattr(cells.graphs, "USE_GRAPHS", graphs_on)
+        replays = cells.graphs.REPLAYS[0]
+        for _ in range(3):   # eager, recorded, replayed
+            out, (_, c_n) = encoder(x)
+            grads = torch.autograd.grad(out.sum() + c_n.sum(), [x, *encoder.parameters()])
+        results[graphs_on] = [out, *grads]
+        assert (cells.graphs.REPLAYS[0] > replays) == graphs_on
+    for g, w in zip(results[True], results[False], strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+    assert fallbacks() == {}
+
+
+class _ReplayOnCpu:
+    """A stand-in for torch.cuda.CUDAGraph on the CPU: replay() reruns the function on the
+    recorded input tensors and writes into the recorded output tensors, as a replay does."""
+
+    def __init__(self, fn, inputs, flags):
+        self.fn, self.inputs, self.flags = fn, inputs, flags
+        self.outputs = fn(*inputs, *flags)
+
+    def replay(self):
+        for mine, new in zip(self.outputs, self.fn(*self.inputs, *self.flags), strict=True):
+            mine.copy_(new)
+
+
+def test_graph_cache_records_on_the_second_call_replays_after_and_says_a_failure(monkeypatch, capsys):
+    from lstmcast.cells import graphs
+    graphs.clear()
+    monkeypatch.setattr(graphs, "USE_GRAPHS", True)
+    monkeypatch.setattr(graphs, "eligible", lambda tensor: graphs.USE_GRAPHS)
+    monkeypatch.setattr(graphs, "budget_bytes", lambda device: 1e9)
+    recorded = []
+
+    def capture(fn, inputs, flags):
+        recorded.append(tuple(t.shape for t in inputs if t is not None))
+        graph = _ReplayOnCpu(fn, inputs, flags)
+        return graph, graph.outputs
+
+    monkeypatch.setattr(graphs, "capture", capture)
+    calls = []
+
+    def loop(a, b, scale):
+        calls.append(1)
+        return a * scale + b, (a - b).sum(0)
+
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    first = graphs.run(loop, "test", (a, b), (2.0,))
+    assert recorded == [] and len(calls) == 1                        # first sight: eager
+    for k in range(3):
+        a2, b2 = a + k, b - k                                         # new values, same shape
+        got = graphs.run(loop, "test", (a2, b2), (2.0,))
+        want = (a2 * 2.0 + b2, (a2 - b2).sum(0))
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=0, atol=0)
+    assert recorded == [((4, 3), (4, 3))]                              # recorded once, then replayed
+    got[0].add_(100)                                                   # outputs are the caller's own
+    torch.testing.assert_close(graphs.run(loop, "test", (a, b), (2.0,))[0], first[0], rtol=0, atol=0)
+    # a shape over the memory budget always runs eagerly
+    monkeypatch.setattr(graphs, "budget_bytes", lambda device: 10)
+    for _ in range(3):
+        graphs.run(loop, "test", (torch.randn(5, 3), torch.randn(5, 3)), (1.0,))
+    assert len(recorded) == 1
+    # a recording that fails: said once, recorded, eager from then on, the numbers still right
+    monkeypatch.setattr(graphs, "budget_bytes", lambda device: 1e9)
+    monkeypatch.setattr(graphs, "capture", lambda fn, inputs, flags: (_ for _ in ()).throw(RuntimeError("no graphs")))
+    clear_fallbacks()
+    c = torch.randn(6, 3)
+    for _ in range(3):
+        out = graphs.run(loop, "test", (c, c), (3.0,))
+    torch.testing.assert_close(out[0], c * 4.0, rtol=0, atol=0)
+    assert "no graphs" in fallbacks()["cuda graphs"] and graphs.USE_GRAPHS is False
+    assert capsys.readouterr().err.count("cuda graphs") == 1
+    graphs.clear()

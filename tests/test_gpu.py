@@ -72,15 +72,16 @@ def test_auto_precision_is_bf16_exactly_when_every_cell_runs_fast_bf16():
 def test_train_on_gpu_predict_on_cpu_without_a_gpu(tmp_path):
     clear_fallbacks()
     run = tmp_path / "run"
+    # bf16 asked for (auto takes fp32 for a model this small): the harder case for the CPU
     result = run_cli("train", SALES, "--out", run, "--device", "cuda", "--set", "train.epochs=8",
-                     "--set", "model.hidden_size=32", "--set", "train.batch_size=64")
+                     "--set", "model.hidden_size=32", "--set", "train.batch_size=64", "--set", "train.precision=bf16")
     assert result.exit_code == 0, result.stderr
     metrics = json.loads((run / "metrics.json").read_text())
-    bf16 = bf16_kernel("lstm", torch.device("cuda"))[0]
-    assert metrics["precision"] == ("bf16" if bf16 else "fp32")
-    assert f"precision {metrics['precision']}" in result.stderr
+    bf16 = True
+    assert metrics["precision"] == "bf16" and metrics["kernels"] == {"lstm": "cuDNN bf16"}
+    assert "precision bf16" in result.stderr
     assert metrics["device"].startswith("cuda")
-    assert metrics["fallbacks"] == ({} if bf16 else {"bf16": metrics["fallbacks"]["bf16"]})
+    assert metrics["fallbacks"] == {}
     assert metrics["tf32"] == {"matmul": False, "cudnn_rnn": False}
     no_gpu = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     for name in ("model.pt", "last.pt"):
@@ -97,6 +98,19 @@ def test_train_on_gpu_predict_on_cpu_without_a_gpu(tmp_path):
     assert scale > 0.01 * pd.read_csv(SALES)["y"].abs().mean()   # the head does real work here
     # The CPU forecasts in fp32, the GPU in bf16 autocast: close on the correction, not identical.
     assert np.abs(cpu_fix - gpu_fix).max() < (0.1 if bf16 else 1e-4) * scale
+
+
+def test_auto_trains_a_small_model_in_fp32_and_a_large_one_in_bf16(tmp_path):
+    """auto: bf16 only where it pays on a GPU (precision.bf16_pays), never a fallback."""
+    clear_fallbacks()
+    for hidden, batch, expected in ((32, 64, "fp32"), (192, 1024, "bf16")):
+        run = tmp_path / f"run{hidden}"
+        result = run_cli("train", SALES, "--out", run, "--device", "cuda", "--set", "train.epochs=1",
+                         "--set", "train.ensemble=1", "--set", "train.members=null",
+                         "--set", f"model.hidden_size={hidden}", "--set", f"train.batch_size={batch}")
+        assert result.exit_code == 0, result.stderr
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["precision"] == expected and metrics["fallbacks"] == {}
 
 
 def test_fp32_on_gpu_is_ieee_and_matches_the_cpu(tmp_path):

@@ -55,6 +55,30 @@ def test_auto_on_cuda_takes_bf16_only_when_every_cell_in_use_has_it(monkeypatch,
     assert err.count("lstmcast: warning: bf16 fast path not used: cell peephole: no Triton") == 1
 
 
+def test_auto_on_cuda_takes_bf16_only_for_members_where_it_pays(monkeypatch):
+    """bf16 was 3-6x slower than fp32 for small cuDNN RNNs on an H200 (no persistent bf16 kernel)
+    and no faster for the custom cells: auto keeps fp32 there, with no probe and no fallback."""
+    probed = []
+    probe_says(monkeypatch, {"lstm": (True, "cuDNN bf16"), "gru": (True, "cuDNN bf16"),
+                             "peephole": (True, "Triton bf16")})
+    real = precision.bf16_kernel
+    monkeypatch.setattr(precision, "bf16_kernel", lambda cell, device: probed.append(cell) or real(cell, device))
+    assert precision.bf16_pays("lstm", 192, 1024) and precision.bf16_pays("gru", 256, 4096)
+    assert not precision.bf16_pays("lstm", 128, 1024) and not precision.bf16_pays("lstm", 256, 512)
+    assert not precision.bf16_pays("peephole", 512, 4096)
+    small = [("lstm", 64, 256)]
+    assert autocast_dtype("auto", CUDA, ("lstm",), small) is None and probed == []
+    assert autocast_dtype("auto", CUDA, ("lstm",), [("lstm", 256, 1024)]) == torch.bfloat16 and probed == ["lstm"]
+    assert autocast_dtype("auto", CUDA, ("gru", "lstm"), [("gru", 256, 1024), ("lstm", 64, 1024)]) is None
+    assert autocast_dtype("bf16", CUDA, ("lstm",), small) == torch.bfloat16   # asked for: given
+    assert forecast_autocast("auto", CUDA, ("lstm",), small) is None
+    assert fallbacks() == {}
+    from lstmcast.config import load_config
+    config = load_config(None, {"model.hidden_size": 200, "train.batch_size": 1024, "train.ensemble": 2,
+                                "train.members": [{"model.cell": "gru"}, {"model.hidden_size": 64}]})
+    assert config.member_shapes() == (("gru", 200, 1024), ("lstm", 64, 1024))
+
+
 def test_explicit_bf16_without_a_fast_path_is_a_user_error(monkeypatch):
     probe_says(monkeypatch, {"lstm": (False, "no cuDNN RNN under bf16 (torch's per-step path, output bfloat16)")})
     with pytest.raises(LstmcastError, match="train.precision=bf16: no fast bf16 path on this GPU.*per-step"):

@@ -43,6 +43,7 @@ The package, by job:
   pointwise.py      the fused element-wise update, its hand-written backward, the layer time loops
   triton_kernel.py  the same update and its backward as Triton kernels (CUDA), and the layer's
                     time loops with them
+  graphs.py         CUDA graphs: each Triton time loop recorded once per shape and replayed
   fastpath.py       the switches (USE_TRITON, USE_SCRIPT), TorchScript compilation, the choice of
                     loop with its recorded fallbacks, LstmLayer (the autograd node), run_fast
   encoder.py        RecurrentEncoder, make_encoder, the forget-gate bias, the torch mapping
@@ -58,6 +59,7 @@ import sys
 import types
 
 from . import fastpath as _fastpath
+from . import graphs
 from .encoder import (
     RecurrentEncoder,
     TorchGRU,
@@ -105,7 +107,7 @@ _FORWARDED = frozenset({"USE_TRITON", "USE_SCRIPT", "_COMPILED", "triton", "trit
                         "triton_layer_backward", "use_triton", "compiled", "layer_forward", "layer_backward"})
 
 __all__ = [
-    "CELLS", "GATE_BLOCKS", "GridEncoder", "GridWeights", "LSTM_FAMILY", "REFERENCE_STEPS", "LayerWeights",
+    "CELLS", "GATE_BLOCKS", "GridEncoder", "graphs", "GridWeights", "LSTM_FAMILY", "REFERENCE_STEPS", "LayerWeights",
     "LstmLayer", "RecurrentEncoder", "check_cell", "cifg_step", "encoder_cell", "encoder_output_size",
     "forget_gate_block", "from_torch_gru", "grid_fast", "grid_reference", "grid_step",
     "from_torch_lstm", "gru_pointwise", "gru_step", "init_forget_bias", "lstm_layer_backward",

@@ -1,6 +1,7 @@
 """The fast path of one layer and direction, and the switches that choose how it runs.
 
-TorchScript on CPU, the Triton kernel on CUDA; a failure of either is a recorded fallback.
+TorchScript on CPU, the Triton kernels on CUDA (each layer's time loop replayed as a CUDA graph:
+graphs.py); a failure of any of them is a recorded fallback.
 The package forwards this module's switches and hooks (`cells.USE_TRITON`, `cells.USE_SCRIPT`,
 `cells._COMPILED`, `cells.triton`, `cells.use_triton`, `cells.triton_layer_forward`, ...):
 setting or monkeypatching them sets the name HERE, where the functions below read it at call
@@ -17,6 +18,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..device import record_fallback
+from . import graphs
 from .equations import LayerWeights
 from .pointwise import gru_pointwise, lstm_layer_backward, lstm_layer_forward, peephole_grad
 from .triton_kernel import triton, triton_layer_backward, triton_layer_forward
@@ -67,7 +69,7 @@ def layer_forward(projected: Tensor, h: Tensor, c: Tensor, weight_hh_t: Tensor, 
         record_fallback("triton", "triton is not installed; the LSTM cells' time loop runs as TorchScript")
     if use_triton(projected):
         try:
-            return triton_layer_forward(projected, h, c, weight_hh_t, peephole, coupled)
+            return graphs.run(triton_layer_forward, "forward", (projected, h, c, weight_hh_t, peephole), (coupled,))
         except Exception as exc:  # noqa: BLE001 - said and recorded, never silent
             record_fallback("triton", f"the Triton LSTM kernel failed ({type(exc).__name__}: "
                                       f"{_first_line(exc)}); using the TorchScript loop")
@@ -82,7 +84,8 @@ def layer_backward(grad_hs: Tensor, grad_c_last: Tensor, acts: Tensor, cs: Tenso
     global USE_TRITON
     if use_triton(acts):
         try:
-            return triton_layer_backward(grad_hs, grad_c_last, acts, cs, weight_hh, peephole, coupled)
+            return graphs.run(triton_layer_backward, "backward", (grad_hs, grad_c_last, acts, cs, weight_hh, peephole),
+                              (coupled,))
         except Exception as exc:  # noqa: BLE001 - said and recorded, never silent
             record_fallback("triton", f"the Triton LSTM backward kernel failed ({type(exc).__name__}: "
                                       f"{_first_line(exc)}); using the TorchScript loop")
