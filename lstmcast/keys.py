@@ -239,8 +239,9 @@ class TrainConfig:
         "mse", "training loss on window-normalised values: mse | mae | huber | smape | mase (smape, mase: with "
         "data.scaling none)", choices=LOSSES, member=True)
     precision: str = _key(
-        "auto", "auto = bf16 on CUDA where every cell has a fast bf16 path (probed), fp32 elsewhere | bf16 | "
-        "fp32 (IEEE, TF32 off) | tf32", choices=PRECISIONS)
+        "auto", "auto = bf16 on CUDA where it is faster (lstm/gru, hidden_size >= 192, batch_size >= 1024) and "
+        "every cell has a fast bf16 path (probed), fp32 elsewhere | bf16 | fp32 (IEEE, TF32 off) | tf32",
+        choices=PRECISIONS)
     device: str = _key("auto", "auto = cuda, then mps, then cpu | cpu | cuda | cuda:N (GPU N) | mps",
                        choices=DEVICES, resumable=True, option="--device")
     seed: int = _key(0, "same seed, same data, same CPU -> identical checkpoints and forecasts; member k "
