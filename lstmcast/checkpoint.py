@@ -119,12 +119,12 @@ def load_checkpoint(path: str | Path, require: tuple[str, ...] = (),
     except Exception as exc:  # a truncated or foreign file
         raise LstmcastError(f"{path}: not a readable lstmcast checkpoint ({type(exc).__name__})") from None
     version = payload.get("format_version") if isinstance(payload, dict) else None
+    if version == PACKED_VERSION and payload.get("unpacked_version") in READABLE_VERSIONS:
+        payload = unpack(payload)
+        version = payload["format_version"] = payload.pop("unpacked_version")
     if version not in READABLE_VERSIONS:
         raise LstmcastError(f"{path}: checkpoint format {version!r} is not supported by this "
                             f"lstmcast (format {FORMAT_VERSION}); retrain or use a matching version")
-    if version == PACKED_VERSION:
-        payload = unpack(payload)
-        payload["format_version"] = payload.pop("unpacked_version")
     if upgrade is not None:
         payload = upgrade(payload)
     missing = [key for key in require if key not in payload]

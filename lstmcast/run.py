@@ -22,7 +22,8 @@ Format history (FORMAT_VERSION below is the one written today) and every migrati
   format 5  format 4 whose lists of 1,024 or more strings (ids, timestamps) or floats (scaling
             numbers) are packed into one string and an int32 tensor of lengths, or a float64
             tensor (checkpoint.pack): written only by runs with that many series, unpacked by
-            load_checkpoint before anything here reads it, so RunMeta sees format 4.
+            load_checkpoint (back to the format it records, "unpacked_version") before anything
+            here reads it, so RunMeta never sees 5.
 
 Migrations are keyed on what a payload holds, not only on its format_version, so a payload
 re-saved today from an old one (format 4, but still without "features") loads as it did.
@@ -45,7 +46,7 @@ from .scaling import Scaler
 # validation.seen_by_run); 3: "features" (covariates, calendar, their scaling numbers); 2: "models"
 # (one state dict per ensemble member); 1: one "model".
 FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4, 5)   # 5: format 4 with its long per-series lists packed (checkpoint.pack)
+READABLE_VERSIONS = (1, 2, 3, 4)   # and 5 on disk: load_checkpoint unpacks it to the format it records
 
 _NO_FEATURES = {"past": [], "future": [], "mean": [], "std": []}   # formats 1-2, with the config's calendar
 

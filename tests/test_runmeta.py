@@ -134,10 +134,13 @@ def test_saved_config_migration():
 
 def test_unknown_future_format_is_a_one_line_error(sales_run, tmp_path):
     payload = raw(sales_run / BEST)
-    with pytest.raises(LstmcastError, match="format 5 is not supported") as info:
-        RunMeta.from_checkpoint({**payload, "format_version": 5})
+    with pytest.raises(LstmcastError, match="format 6 is not supported") as info:
+        RunMeta.from_checkpoint({**payload, "format_version": 6})
     assert "\n" not in str(info.value)
     run = tmp_path / "future"
     shutil.copytree(sales_run, run)
+    torch.save({**payload, "format_version": 6}, run / BEST)
+    error_line(run_cli("predict", SALES, "--model", run, "--out", tmp_path / "f.csv"), "format 6", "not supported")
+    # format 5 is a packed format 4 (checkpoint.pack): without what it unpacks to, it is refused too
     torch.save({**payload, "format_version": 5}, run / BEST)
     error_line(run_cli("predict", SALES, "--model", run, "--out", tmp_path / "f.csv"), "format 5", "not supported")
