@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -37,10 +38,15 @@ from .keys import PRECISIONS  # train.precision's values, declared with the key
 
 
 def _op_names(step) -> set[str]:
+    """The names of the ops `step()` ran. torch 2.11's profiler warns "Profiler clears events at
+    the end of each cycle" on a second profile in a process (seen on the H200, where it reached
+    users as an lstmcast warning asking them to report it): about the profiler, not their run."""
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-    return {event.key for event in prof.key_averages()}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Profiler clears events")
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        return {event.key for event in prof.key_averages()}
 
 
 @functools.cache
