@@ -82,7 +82,7 @@ class Config:
 
     def cells_in_use(self) -> tuple[str, ...]:
         """The recurrent cells of all ensemble members (each probed for bf16 on CUDA)."""
-        return tuple(sorted({self.member(k).model.cell for k in range(1, self.train.ensemble + 1)}))
+        return tuple(sorted({cell for cell, _, _ in self.member_shapes()}))
 
     def member_shapes(self) -> tuple[tuple[str, int, int], ...]:
         """(cell, hidden_size, batch_size) of every ensemble member: what decides whether bf16 pays."""

@@ -426,6 +426,24 @@ def test_triton_kernel_in_the_interpreter_matches_the_twin():
             want = cells.lstm_pointwise_backward(acts, c, c_new, peephole, coupled, *grads)
             for g, w in zip(got, want, strict=True):
                 torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+        # The layer loops as they run under bf16 autocast: bf16 projections and weights, fp32 cell
+        # state and activations, so the backward kernel also writes the bf16 copy the mm reads.
+        from lstmcast.cells import pointwise, triton_kernel
+        for coupled, peephole in ((False, None), (False, torch.randn(21)), (True, None)):
+            blocks = 3 if coupled else 4
+            projected = torch.randn(6, 5, blocks * 7).to(torch.bfloat16)
+            h0, c0 = torch.randn(5, 7).to(torch.bfloat16), torch.randn(5, 7)
+            weight = (torch.randn(blocks * 7, 7) * 0.3).to(torch.bfloat16)
+            hs, cs, acts = triton_kernel.triton_layer_forward(projected, h0, c0, weight.t(), peephole, coupled)
+            assert acts.dtype == torch.float32 and hs.dtype == torch.bfloat16
+            want_hs = pointwise.lstm_layer_forward(projected, h0, c0, weight.t(), peephole, coupled)[0]
+            torch.testing.assert_close(hs.float(), want_hs.float(), rtol=0, atol=0.02)
+            grad_hs, grad_c = torch.randn(6, 5, 7).to(torch.bfloat16), torch.randn(5, 7)
+            got = triton_kernel.triton_layer_backward(grad_hs, grad_c, acts, cs, weight, peephole, coupled)
+            want = pointwise.lstm_layer_backward(grad_hs, grad_c, acts, cs, weight, peephole, coupled)
+            for g, w in zip(got, want, strict=True):
+                assert g.dtype == w.dtype
+                torch.testing.assert_close(g.float(), w.float(), rtol=0.02, atol=0.02)
         cells.use_triton = lambda tensor: True          # the CUDA path, interpreted on the CPU
         ran = []
         for name in ("triton_layer_forward", "triton_layer_backward"):
