@@ -237,6 +237,11 @@ def build_steps(args, work: Path, data_path: str | None) -> list[Step]:
                               [PY, "benchmarks/throughput.py", "--device", args.device, "--batch-size", str(batch),
                                "--precision", precision, "--windows", windows, "--repeats", "3", *profile],
                               120, "alone"))
+    # The series buffer in host memory (train.buffer host: pinned staging, asynchronous copies).
+    steps.append(Step("throughput b1024 fp32 host buffer",
+                      [PY, "benchmarks/throughput.py", "--device", args.device, "--batch-size", "1024",
+                       "--precision", "fp32", "--windows", windows, "--repeats", "3", "--buffer", "host",
+                       "--count-ops"], 120, "alone"))
     for precision, graphs in (("bf16", True), ("fp32", True), ("fp32", False)):
         steps.append(Step(f"cells {precision}{'' if graphs else ' no graphs'}",
                           [PY, "benchmarks/cells.py", "--device", args.device, "--precision", precision,
@@ -258,7 +263,9 @@ def figure(step: Step) -> str:
         probe = ", ".join(f"{c} {'ok' if p['ok'] else 'NO'} ({p['runs']})" for c, p in r.get("bf16_probe", {}).items())
         return f"{r.get('gpu')} torch {r.get('torch')} cuDNN {r.get('cudnn')}; bf16: {probe}"
     if step.name.startswith("throughput") and r:
-        return f"{r['windows_per_s']:,.0f} vs bare {r['bare_windows_per_s']:,.0f} windows/s: ratio {r['ratio']:.3f}"
+        ops = f"; ops a step {r['ops_per_step']:.0f} vs {r['bare_ops_per_step']:.0f}" if "ops_per_step" in r else ""
+        return (f"{r['windows_per_s']:,.0f} vs bare {r['bare_windows_per_s']:,.0f} windows/s: ratio {r['ratio']:.3f}"
+                + ops)
     if step.name.startswith("cells") and r:
         parts = [f"{row['cell']} {row['time_vs_lstm']:.2f}x (warm-up {row['warmup_s']:.1f} s)" for row in r["rows"]]
         if r.get("fallbacks"):

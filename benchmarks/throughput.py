@@ -45,13 +45,14 @@ def sync(device: torch.device) -> None:
 
 
 def make_buffer(args, device) -> tuple[SeriesBuffer, torch.Tensor]:
-    """Synthetic seasonal series laid out exactly as training lays them out."""
+    """Synthetic seasonal series laid out exactly as training lays them out (--buffer host: in host
+    memory, each batch gathered there and copied to the device, as train.buffer host does)."""
     rng = np.random.default_rng(0)
     per_series = args.windows // args.series + args.horizon
     t = np.arange(per_series + args.horizon)
     series = [np.sin(2 * np.pi * t / 24 + rng.uniform(0, 6)) + 0.1 * rng.standard_normal(len(t))
               for _ in range(args.series)]
-    buffer = SeriesBuffer.build(series, args.lookback, device)
+    buffer = SeriesBuffer.build(series, args.lookback, device, host=getattr(args, "buffer", "device") == "host")
     starts = buffer.training_starts(buffer.lengths - args.horizon, args.horizon)
     return buffer, starts[: args.windows]
 
@@ -114,6 +115,37 @@ def profile_loops(args, model, optimizer, buffer, starts, bare, bare_optimizer, 
                            max_name_column_width=60))
 
 
+def count_ops(args, model, optimizer, buffer, starts, bare, bare_optimizer, inputs, targets, autocast,
+              device, steps: int = 10) -> tuple[float, float]:
+    """Compute ops dispatched per step by each loop (views and allocations left out): on a GPU each
+    is a kernel launch, and a small model's step is bound by launching them."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    free = {"view", "_unsafe_view", "as_strided", "slice", "select", "unsqueeze", "squeeze", "t", "expand",
+            "detach", "transpose", "permute", "alias", "unbind", "split", "split_with_sizes", "_reshape_alias",
+            "reshape", "lift_fresh", "empty", "empty_like", "empty_strided", "new_empty_strided",
+            "_local_scalar_dense"}
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ not in free:
+                Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    short = argparse.Namespace(**{**vars(args), "windows": steps * args.batch_size})
+    counts = []
+    for run in (lambda: time_lstmcast(model, optimizer, buffer, starts[: steps * args.batch_size], short, autocast,
+                                      device),
+                lambda: time_bare(bare, bare_optimizer, inputs[:steps], targets[:steps], autocast, device)):
+        Count.n = 0
+        with Count():
+            run()
+        counts.append(Count.n / steps)
+    return counts[0], counts[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
@@ -128,6 +160,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also profile N steps of each loop and print the top ops")
+    parser.add_argument("--buffer", default="device", choices=("device", "host"),
+                        help="where lstmcast's series buffer lives (train.buffer); the bare loop's batches "
+                             "are on the device either way")
+    parser.add_argument("--count-ops", action="store_true",
+                        help="also count the compute ops (kernel launches on a GPU) of 10 steps of each loop")
     args = parser.parse_args()
 
     try:
@@ -165,6 +202,8 @@ def measure(args, device: torch.device, autocast: torch.dtype | None) -> None:
     for _ in range(args.repeats):
         ours.append(time_lstmcast(model, optimizer, buffer, starts, args, autocast, device))
         theirs.append(time_bare(bare, bare_optimizer, inputs, targets, autocast, device))
+    ops = count_ops(args, model, optimizer, buffer, starts, bare, bare_optimizer, inputs, targets, autocast,
+                    device) if args.count_ops else None
     if args.profile:
         profile_loops(args, model, optimizer, buffer, starts, bare, bare_optimizer, inputs, targets, autocast, device)
     ours_median, theirs_median = statistics.median(ours), statistics.median(theirs)
@@ -179,7 +218,10 @@ def measure(args, device: torch.device, autocast: torch.dtype | None) -> None:
     print(f"{'lstmcast run_epoch':<28}{ours_median:>14,.0f}")
     print(f"{'bare nn.LSTM + head':<28}{theirs_median:>14,.0f}")
     print(f"{'ratio (lstmcast / bare)':<28}{ratio:>14.3f}")
-    print(json.dumps({"device": describe(device), "precision": precision,
+    if ops:
+        print(f"compute ops a step: lstmcast {ops[0]:.1f}, bare {ops[1]:.1f}")
+    print(json.dumps({"device": describe(device), "precision": precision, "buffer": args.buffer,
+                      **({"ops_per_step": ops[0], "bare_ops_per_step": ops[1]} if ops else {}),
                       "batch_size": args.batch_size, "lookback": args.lookback,
                       "horizon": args.horizon, "hidden_size": args.hidden, "layers": args.layers,
                       "windows_per_s": round(ours_median, 1),

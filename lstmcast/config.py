@@ -19,6 +19,7 @@ import yaml
 
 from .errors import LstmcastError
 from .keys import (
+    BUFFERS,
     CALENDARS,
     CELLS,
     CLASSICAL,
@@ -45,8 +46,8 @@ from .keys import (
 )
 
 # Declared in keys.py, importable from here too (lstmcast.config is the public home of a Config).
-__all__ = ["CALENDARS", "CELLS", "CLASSICAL", "DEVICES", "FILL_POLICIES", "LOSSES", "MEMBER_KEYS", "OPTION_KEYS",
-           "PRECISIONS", "RECIPES", "RESUMABLE_KEYS", "SCALINGS", "SCHEDULES", "WINDOW_NORMS", "Config",
+__all__ = ["BUFFERS", "CALENDARS", "CELLS", "CLASSICAL", "DEVICES", "FILL_POLICIES", "LOSSES", "MEMBER_KEYS",
+           "OPTION_KEYS", "PRECISIONS", "RECIPES", "RESUMABLE_KEYS", "SCALINGS", "SCHEDULES", "WINDOW_NORMS", "Config",
            "DataConfig", "ModelConfig", "TrainConfig", "config_from_dict", "declared", "default_yaml",
            "is_choice", "load_config", "parse_set", "quantile_column", "quantile_pairs", "read_yaml", "safe_load"]
 
@@ -387,7 +388,8 @@ def _stateful_conflict(config: Config) -> tuple[str, str] | None:
                          ("train.ensemble_lookbacks", train.ensemble_lookbacks, window),
                          ("train.max_windows_per_series", train.max_windows_per_series, window),
                          ("train.windows_per_epoch", train.windows_per_epoch, window),
-                         ("data.grid", data.grid, "gridded runs train a ConvLSTM on windows")):
+                         ("data.grid", data.grid, "gridded runs train a ConvLSTM on windows"),
+                         ("train.buffer", train.buffer == "host", "the carried state reads the buffer on the device")):
         if on:
             return f"{key} ({why})", f"drop {key}"
     if model.cell not in ("lstm", "gru"):

@@ -67,15 +67,14 @@ def run_epoch(model, optimizer, batches: Batches, loss_fn: Loss, generator: torc
     """
     model.train()
     buffer, starts, ranks = batches.buffer, batches.starts, runtime.ranks
-    device = starts.device
-    order = draw(len(starts), batches.windows, generator).to(device, non_blocking=True)
+    # The epoch's windows in their drawn order, gathered once: each batch is then a slice (a view).
+    order = starts[draw(len(starts), batches.windows, generator).to(starts.device, non_blocking=True)]
     steps, seen = batches.steps, 0
-    total = torch.zeros((), device=device)
+    total = torch.zeros((), device=buffer.device)
     for step, rows in enumerate(torch.split(order, batches.batch_size), start=1):
         if step > 1 and ranks.past(deadline):
             break
-        mine, share = ranks.shard(rows)  # one process: all of rows, share 1
-        batch = starts[mine]
+        batch, share = ranks.shard(rows)  # one process: all of rows, share 1
         inputs, targets = buffer.windows(batch, batches.horizon)  # (B, L, F), (B, H)
         loss = window_loss(model, inputs, targets, loss_fn, runtime, buffer.future(batch), buffer.series(batch))
         optimizer.zero_grad(set_to_none=True)
@@ -86,7 +85,7 @@ def run_epoch(model, optimizer, batches: Batches, loss_fn: Loss, generator: torc
         optimizer.step()
         if on_batch is not None:  # the linear schedule
             on_batch()
-        total += loss.detach() * (len(rows) * share)
+        total.add_(loss.detach(), alpha=len(rows) * share)
         seen += len(rows)
         if on_step is not None:
             on_step(step, steps, ranks.running(total))

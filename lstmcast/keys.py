@@ -32,6 +32,7 @@ PRECISIONS = ("auto", "bf16", "fp32", "tf32")
 # train.device and every --device: "cuda:N" is the GPU of index N. Whether it works here is
 # checked by allocating on it (device.resolve_device).
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+BUFFERS = ("auto", "device", "host")  # where the series buffer lives (windows.place)
 RECIPES = ("auto", "none")
 CLASSICAL = ("theta", "ets")
 SCHEDULES = ("plateau", "linear")
@@ -244,6 +245,10 @@ class TrainConfig:
         choices=PRECISIONS)
     device: str = _key("auto", "auto = cuda, then mps, then cpu | cpu | cuda | cuda:N (GPU N) | mps",
                        choices=DEVICES, resumable=True, option="--device")
+    buffer: str = _key(
+        "auto", "where the training series live: auto = on the device while they take at most half of its free "
+        "memory, else host | device | host (host memory; each batch is gathered there into pinned memory and "
+        "copied to the GPU asynchronously; the same numbers)", choices=BUFFERS, resumable=True)
     seed: int = _key(0, "same seed, same data, same CPU -> identical checkpoints and forecasts; member k "
                      "trains with seed + k - 1 unless its train.members entry sets its own", minimum=0,
                      option="--seed", member=True)

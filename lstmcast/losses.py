@@ -106,4 +106,6 @@ def window_loss(model, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: Los
     """The loss on the window-normalised scale: every window weighs the same, whatever its level."""
     with runtime.autocast_context():
         prediction, loc, scale = model.normalized(inputs, future, series)
-    return loss_fn(prediction.float(), (targets - loc) / scale, inputs, scale)
+    if getattr(model, "window_norm", None) != "none":  # none: loc 0, scale 1, (targets - 0) / 1 == targets
+        targets = (targets - loc) / scale
+    return loss_fn(prediction.float(), targets, inputs, scale)

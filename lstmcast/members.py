@@ -60,6 +60,7 @@ class RunState:
     planned: int = 0       # members the budget leaves room for (0: not planned yet, all of them)
     timings: tuple[float, float] = (0.0, 0.0)   # slowest validation pass, slowest last.pt write (seconds)
     writes: bool = True    # whether this process writes the run files (under torchrun: rank 0 alone)
+    placement: str = ""    # why the series buffer is where it is (windows.place)
     first_epoch: float | None = None   # perf_counter time this process started its first epoch
 
     def save_best(self, weights: dict) -> None:

@@ -202,16 +202,27 @@ def init_spread(spread: nn.Linear, levels: tuple[float, ...]) -> None:
         spread.bias.copy_(torch.tensor(inverse_softplus).repeat(spread.out_features // len(gaps)))
 
 
+_UNITS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _unit(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(0, 1) as float32 (1, 1) tensors on `device`, made once per device (read-only: callers get
+    expanded views, which refuse in-place writes)."""
+    if device not in _UNITS:
+        _UNITS[device] = (torch.zeros(1, 1, device=device), torch.ones(1, 1, device=device))
+    return _UNITS[device]
+
+
 def window_stats(inputs: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-window (loc, scale), each (batch, 1), from the observed input values only.
 
     none: (0, 1). standard: mean and standard deviation. mean: (0, mean |x|), a pure rescaling
     for positive data (sales, counts), which keeps ratios such as sMAPE unchanged.
     """
+    if mode == "none":  # constants broadcast to the batch: no kernel launched per step
+        zero, one = _unit(inputs.device)
+        return zero.expand(inputs.shape[0], 1), one.expand(inputs.shape[0], 1)
     values, observed = inputs[..., 0].float(), inputs[..., 1].float()
-    if mode == "none":
-        ones = values.new_ones(values.shape[0], 1)
-        return ones * 0.0, ones
     count = observed.sum(dim=1, keepdim=True).clamp_min(1.0)
     mean_abs = (values.abs() * observed).sum(dim=1, keepdim=True) / count
     if mode == "mean":
@@ -334,7 +345,8 @@ def forecast_windows(model: nn.Module, inputs_of, starts: torch.Tensor,
         real = len(chunk)
         if fixed and real < batch_size:
             chunk = torch.cat([chunk, chunk[:1].expand(batch_size - real)])
-        with torch.autocast(chunk.device.type, dtype=autocast or torch.float32,
+        with torch.autocast(runtime.device.type if runtime is not None else chunk.device.type,
+                            dtype=autocast or torch.float32,
                             enabled=autocast is not None):
             args = inputs_of(chunk)
             out.append(model(*(args if isinstance(args, tuple) else (args,))).float()[:real])

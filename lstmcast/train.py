@@ -76,7 +76,7 @@ from .validation import (  # noqa: F401  (minimum_length .. calibrate re-exporte
     validation_loss,
     validation_metrics,
 )
-from .windows import SeriesBuffer
+from .windows import N_FEATURES, SeriesBuffer, buffer_bytes, place
 
 
 def train(data_path: str | Path, out_dir: str | Path, config: Config | None = None, *,
@@ -196,6 +196,8 @@ def _train_in(work: Path, series: SeriesSet, config: Config, runtime: Runtime, f
     emit = on_event or (lambda event: None)
     run = _prepare(work, series, config, fingerprint, runtime, state, choices or [])
     run.budget = budget or Budget(None)
+    if run.buffer.compute is not None:
+        emit(Note(f"series buffer in host memory: {run.placement}"))
     n_members = run.planned = config.train.ensemble
     for member in range(len(run.done) + 1, n_members + 1):
         if run.done and run.budget.limited:
@@ -230,8 +232,12 @@ def _prepare(work: Path, series: SeriesSet, config: Config, fingerprint: str, ru
     features = FeatureSpec.fit(config, series, parts.train)
     dims = features.dims()
     codes = np.arange(len(series)) if dims["n_series"] and config.model.series_embedding else None
-    buffer = SeriesBuffer.build(scaled, config.input_length, runtime.device, features.extra(series),
-                                n_known=features.n_known, horizon=horizon, codes=codes)
+    extra = features.extra(series)
+    width = N_FEATURES + (extra[0].shape[1] if extra else 0)
+    host, placement = place(config.train.buffer, runtime.device,
+                            buffer_bytes(series.lengths(), config.input_length, width), config.train.tbptt > 0)
+    buffer = SeriesBuffer.build(scaled, config.input_length, runtime.device, extra,
+                                n_known=features.n_known, horizon=horizon, codes=codes, host=host)
     refits = [config.member(m).train.refit_epochs > 0 for m in range(1, n_members + 1)]
     meta = RunMeta(config, scaler, series.columns, series.freq, list(series.ids),
                    timegrid.isoformats(series.last_times()),
@@ -240,7 +246,7 @@ def _prepare(work: Path, series: SeriesSet, config: Config, fingerprint: str, ru
     done, held_out, history = ([], [], []) if state is None else (
         list(state["members_done"]), list(state["members_held_out"]), [dict(r) for r in state["history"]])
     run = RunState(work, config, series, parts, scaler, dims, buffer, meta, refits, done, held_out, history,
-                   choices, writes=runtime.ranks.writes)
+                   choices, writes=runtime.ranks.writes, placement=placement)
     if state is None or not (work / "config.yaml").exists():
         run.write_text("config.yaml", members.config_text(config, choices))
     return run

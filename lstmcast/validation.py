@@ -151,7 +151,7 @@ def validation_loss(model, buffer: SeriesBuffer, starts: torch.Tensor, horizon: 
                     runtime: Runtime, batch_size: int = 4096) -> float:
     """The training loss (window-normalised units) on the validation windows."""
     model.eval()
-    total = torch.zeros((), device=starts.device)
+    total = torch.zeros((), device=buffer.device)
     for chunk in torch.split(starts, batch_size):
         inputs, targets = buffer.windows(chunk, horizon)
         total += window_loss(model, inputs, targets, loss_fn, runtime, buffer.future(chunk),

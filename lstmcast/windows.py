@@ -75,14 +75,19 @@ class SeriesBuffer:
     n_known: int = 0        # trailing feature columns known in advance (future covariates, calendar)
     horizon: int = 0        # forecast steps whose known features `future` gathers
     series_of: torch.Tensor | None = None  # (total,) int64 embedding row of each row's series (-1: unseen)
+    compute: torch.device | None = None    # where gathered windows go, when the buffer stays in host
+                                           # memory (place: train.buffer host); None: features' device
+    _steps: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)  # steps(n), made once
 
     @classmethod
     def build(cls, scaled: list[np.ndarray], lookback: int, device: torch.device,
               extra: list[np.ndarray] | None = None, tail: list[np.ndarray] | None = None,
-              n_known: int = 0, horizon: int = 0, codes: np.ndarray | None = None) -> SeriesBuffer:
+              n_known: int = 0, horizon: int = 0, codes: np.ndarray | None = None,
+              host: bool = False) -> SeriesBuffer:
         """`extra[i]`: (length_i, n_extra) more features per real step of series i; `tail[i]`:
         (rows, n_extra) features of the rows after its end (forecasting); `codes[i]`: its
-        embedding row. Without them the buffer is (value, observed) only, as before covariates."""
+        embedding row. Without them the buffer is (value, observed) only, as before covariates.
+        `host`: keep the table in host memory; windows are gathered there and sent to `device`."""
         lengths = np.array([len(s) for s in scaled], dtype=np.int64)
         tails = np.array([len(t) for t in tail] if tail is not None else [0] * len(scaled), dtype=np.int64)
         width = N_FEATURES + (extra[0].shape[1] if extra else 0)
@@ -96,11 +101,40 @@ class SeriesBuffer:
                 features[rows, N_FEATURES:] = np.concatenate(extra)
         if tail is not None and tails.sum():
             features[_ranges(offsets + lengths, tails), N_FEATURES:] = np.concatenate(tail)
+        table_device = torch.device("cpu") if host else device
         series_of = None
         if codes is not None:
             series_of = torch.from_numpy(np.repeat(np.asarray(codes, dtype=np.int64), lengths + tails + lookback))
-            series_of = series_of.to(device)
-        return cls(torch.from_numpy(features).to(device), offsets, lengths, lookback, n_known, horizon, series_of)
+            series_of = series_of.to(table_device)
+        return cls(torch.from_numpy(features).to(table_device), offsets, lengths, lookback, n_known, horizon,
+                   series_of, compute=torch.device(device) if host else None)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs and gathered windows land."""
+        return self.features.device if self.compute is None else self.compute
+
+    def _send(self, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """table[index] on self.device. A host buffer gathers on the host into pinned memory (when
+        the device is a GPU) and copies it asynchronously: the caching host allocator keeps the
+        pinned block until the copy has run, so the next batch's gather can start at once."""
+        if self.compute is None:
+            return table[index]
+        out = self._staging((index.numel(), *table.shape[1:]), table.dtype)
+        torch.index_select(table, 0, index.reshape(-1), out=out)
+        return out.view(*index.shape, *table.shape[1:]).to(self.compute, non_blocking=out.is_pinned())
+
+    def _staging(self, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+        """Host memory for one gathered batch: pinned when it goes to a GPU."""
+        return torch.empty(shape, dtype=dtype, pin_memory=self.compute.type == "cuda")
+
+    def steps(self, n: int, device: torch.device) -> torch.Tensor:
+        """arange(n) on `device`, made once per buffer: the offsets of a window's rows from its
+        start (no arange launched per batch). Shared, so never written to."""
+        key = (n, device)
+        if key not in self._steps:
+            self._steps[key] = torch.arange(n, device=device)
+        return self._steps[key]
 
     @property
     def values(self) -> torch.Tensor:
@@ -145,20 +179,19 @@ class SeriesBuffer:
 
     def inputs(self, starts: torch.Tensor) -> torch.Tensor:
         """(batch,) starts -> (batch, lookback, features) model inputs."""
-        index = starts[:, None] + torch.arange(self.lookback, device=starts.device)
-        return self.features[index]
+        return self._send(self.features, starts[:, None] + self.steps(self.lookback, starts.device))
 
     def future(self, starts: torch.Tensor) -> torch.Tensor | None:
         """(batch,) starts -> (batch, horizon, n_known): the known features of each forecast step,
         the rows lookback .. lookback + horizon - 1 after the start; None when there are none."""
         if self.n_known == 0:
             return None
-        index = starts[:, None] + self.lookback + torch.arange(self.horizon, device=starts.device)
-        return self.features[index][..., -self.n_known:]
+        index = starts[:, None] + (self.lookback + self.steps(self.horizon, starts.device))
+        return self._send(self.features, index)[..., -self.n_known:]
 
     def series(self, starts: torch.Tensor) -> torch.Tensor | None:
         """(batch,) embedding row of each window's series (read at its last input row), or None."""
-        return None if self.series_of is None else self.series_of[starts + self.lookback - 1]
+        return None if self.series_of is None else self._send(self.series_of, starts + self.lookback - 1)
 
     def model_inputs(self, starts: torch.Tensor) -> tuple:
         """What the model is called with: (inputs, future or None, series or None)."""
@@ -166,6 +199,22 @@ class SeriesBuffer:
 
     def windows(self, starts: torch.Tensor, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch,) starts -> inputs (batch, lookback, N_FEATURES), targets (batch, horizon)."""
-        steps = torch.arange(self.lookback + horizon, device=starts.device)
-        window = self.features[starts[:, None] + steps]      # (batch, lookback + horizon, features)
+        steps = self.steps(self.lookback + horizon, starts.device)
+        window = self._send(self.features, starts[:, None] + steps)  # (batch, lookback + horizon, features)
         return window[:, : self.lookback], window[:, self.lookback:, 0]
+
+
+def place(setting: str, device: torch.device, nbytes: int, stateful: bool = False) -> tuple[bool, str]:
+    """(keep the series buffer in host memory?, why) for train.buffer `setting` on `device`, the
+    buffer being `nbytes`. auto: on a GPU, host once the buffer would take over half of the
+    device's free memory (the model, its activations and the optimizer need the rest). A stateful
+    model (train.tbptt) reads the buffer on the device."""
+    if setting == "host":
+        return True, "train.buffer host"
+    if setting == "device" or device.type != "cuda" or stateful:
+        return False, "train.buffer " + setting if setting == "device" else "the device is the host"
+    free, _ = torch.cuda.mem_get_info(device)
+    if nbytes > free // 2:
+        return True, (f"the series buffer ({nbytes / 2 ** 30:.3g} GiB) is over half of the GPU's free memory "
+                      f"({free / 2 ** 30:.3g} GiB): it stays in host memory, batches are copied asynchronously")
+    return False, "the series buffer fits on the device"

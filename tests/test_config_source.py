@@ -41,7 +41,7 @@ def test_member_and_resumable_keys_are_the_declared_ones():
         "train.seed", "train.schedule", "train.windows_per_epoch"}
     assert importlib.import_module("lstmcast.preflight").RESUMABLE_KEYS is config.RESUMABLE_KEYS
     assert config.RESUMABLE_KEYS == {"train.epochs", "train.patience", "train.device", "train.time_budget",
-                                     "train.recipe"}
+                                     "train.recipe", "train.buffer"}
     assert list(config.MEMBER_KEYS) == [k for k, f in declared().items() if f.metadata["member"]]
 
 
@@ -77,6 +77,7 @@ def test_each_choice_list_is_one_list():
     assert choices["train.device"] is device.DEVICES is config.DEVICES
     assert choices["train.recipe"] is config.RECIPES and choices["train.schedule"] is config.SCHEDULES
     assert choices["model.classical"] is config.CLASSICAL is classical.METHODS
+    assert choices["train.buffer"] is config.BUFFERS
     assert set(choices) == {"data.fill", "data.scaling", "data.calendar", "model.window_norm", "model.cell",
                             "train.loss", "train.precision", "train.device", "train.recipe", "train.schedule",
-                            "model.classical"}
+                            "model.classical", "train.buffer"}

@@ -157,3 +157,33 @@ def test_cudnn_rnn_trains_in_real_bf16_near_fp32(cell):
     assert 0 < (got.float() - want).abs().max().item() < 0.03
     for g, w in zip(grads, want_grads, strict=True):
         assert g.dtype == torch.float32 and (g - w).norm() <= 0.05 * w.norm() + 1e-3
+
+
+def test_a_host_buffer_trains_through_pinned_memory_like_a_device_buffer(tmp_path, monkeypatch):
+    """train.buffer host on CUDA: each batch is gathered into pinned host memory and copied
+    asynchronously (spied), and the run forecasts what the same run from a device buffer does."""
+    from lstmcast.windows import SeriesBuffer
+
+    pinned = []
+    staging = SeriesBuffer._staging
+
+    def spy(self, shape, dtype):
+        out = staging(self, shape, dtype)
+        pinned.append(out.is_pinned())
+        return out
+
+    monkeypatch.setattr(SeriesBuffer, "_staging", spy)
+    forecasts = {}
+    for buffer in ("device", "host"):
+        pinned.clear()
+        run = tmp_path / buffer
+        result = run_cli("train", SALES, "--out", run, "--device", "cuda", "--set", "train.epochs=3",
+                         "--set", "train.precision=fp32", "--set", f"train.buffer={buffer}", *TINY)
+        assert result.exit_code == 0, result.stderr
+        assert (len(pinned) > 3 and all(pinned)) if buffer == "host" else not pinned
+        done = run_cli("predict", SALES, "--model", run, "--out", tmp_path / f"{buffer}.csv", "--device", "cuda")
+        assert done.exit_code == 0, done.stderr
+        forecasts[buffer] = corrections(pd.read_csv(tmp_path / f"{buffer}.csv"))
+    scale = np.abs(forecasts["device"]).mean()
+    assert scale > 0
+    np.testing.assert_allclose(forecasts["host"], forecasts["device"], rtol=0, atol=1e-4 * scale)

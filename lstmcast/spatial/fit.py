@@ -46,7 +46,7 @@ _NOT_FOR_GRIDS = ("data.id_col", "data.past_covariates", "data.future_covariates
                   "model.conformal", "model.classical",
                   "model.series_embedding", "train.ensemble", "train.ensemble_lookbacks",
                   "train.members", "train.refit_epochs", "train.max_windows_per_series", "train.windows_per_epoch",
-                  "train.schedule", "train.select", "train.time_budget")
+                  "train.schedule", "train.select", "train.time_budget", "train.buffer")
 
 
 def check_grid_config(config: Config) -> None:
