@@ -206,8 +206,9 @@ _UNITS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def _unit(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(0, 1) as float32 (1, 1) tensors on `device`, made once per device (read-only: callers get
-    expanded views, which refuse in-place writes)."""
+    """(0, 1) as float32 (1, 1) tensors on `device`, made once per device and shared: callers get
+    expanded views and must not write to them (no caller does: loc and scale are only read; an
+    in-place write is refused for a batch over 1, but would reach the shared tensor for a batch of 1)."""
     if device not in _UNITS:
         _UNITS[device] = (torch.zeros(1, 1, device=device), torch.ones(1, 1, device=device))
     return _UNITS[device]
