@@ -97,7 +97,8 @@ def _read_table(path, text: tuple[str, ...] = (), frame: pd.DataFrame | None = N
                 categories: tuple[str, ...] = ()) -> Table:
     """Read a CSV, a Parquet file or a folder of Parquet files (by suffix), or take `frame` (a
     pandas DataFrame, `path` its FrameName); the columns named in `text` (the id column) are kept
-    as text, byte for byte; those in `categories` become Categoricals (_stripped)."""
+    as text, byte for byte; those in `categories` become Categoricals (_stripped; a CSV's are
+    parsed straight into codes: its text is held once per distinct value, not once per row)."""
     if frame is not None:
         table = Table(_frame_copy(path, frame, text))
     else:
@@ -110,26 +111,34 @@ def _read_table(path, text: tuple[str, ...] = (), frame: pd.DataFrame | None = N
         else:
             if not path.is_file():
                 raise LstmcastError(f"{path}: not a file")
-            table = _read_csv(path, text)
+            table = _read_csv(path, text, categories)
     if table.frame.empty:
         raise LstmcastError(f"{path}: no data rows" + ("" if by_rows(path) else " below the header"))
     return _stripped(table, text, categories)
 
 
-def _read_csv(path: Path, text: tuple[str, ...]) -> Table:
+def _read_csv(path: Path, text: tuple[str, ...], categories: tuple[str, ...] = ()) -> Table:
+    """The whole CSV. pandas parses it in blocks (low_memory: a third faster on millions of rows,
+    from memory reused between blocks) and types each column per block; when a column's blocks
+    disagree (numbers in one, text in another: pandas' DtypeWarning), the file is read again in
+    one piece, so that every value of that column is typed alike, as a whole read types it."""
     with _csv_errors(path):
-        skip, options = csv_options(path, text)
-        with warnings.catch_warnings(), np.errstate(all="ignore"):  # DtypeWarning, overflow
-            warnings.simplefilter("ignore")
-            frame = pd.read_csv(path, **options)
+        skip, options = csv_options(path, text, categories)
+        with warnings.catch_warnings(record=True) as seen, np.errstate(all="ignore"):  # overflow
+            warnings.simplefilter("always")
+            frame = pd.read_csv(path, **{**options, "low_memory": True})
+        if any(issubclass(w.category, pd.errors.DtypeWarning) for w in seen):
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                frame = pd.read_csv(path, **options)
     frame.index = pd.RangeIndex(skip, skip + len(frame))  # so that _line(index) is the file's line
     return Table(frame, skip)
 
 
-def csv_options(path: Path, text: tuple[str, ...]) -> tuple[int, dict]:
+def csv_options(path: Path, text: tuple[str, ...], categories: tuple[str, ...] = ()) -> tuple[int, dict]:
     """(lines above the header, pandas.read_csv's keyword arguments) for the CSV at `path`: its
-    dialect, its header's names, the `text` columns as text, NA_TEXT missing elsewhere. Raise
-    inside _csv_errors."""
+    dialect, its header's names, the `text` columns as text, those in `categories` as pandas
+    Categoricals of their text, NA_TEXT missing outside `text`. Raise inside _csv_errors."""
     if path.stat().st_size == 0:
         raise LstmcastError(f"{path}: file is empty; expected a CSV with a header row")
     sep, skip = _dialect(path)
@@ -145,9 +154,10 @@ def csv_options(path: Path, text: tuple[str, ...]) -> tuple[int, dict]:
         raise LstmcastError(f"{path} line {skip + 1}: column name {', '.join(repr(n) for n in twice)} "
                             f"appears more than once; give every column its own name")
     as_text = [n for n in names if n in text]
-    return skip, dict(sep=sep, skiprows=skip + 1, header=None, names=names,
-                      dtype={n: str for n in as_text}, keep_default_na=False,
-                      na_values={n: sorted(NA_TEXT) for n in names if n not in as_text},
+    dtype = {n: "category" if n in categories else str for n in as_text}
+    dtype.update({n: "category" for n in names if n in categories})
+    return skip, dict(sep=sep, skiprows=skip + 1, header=None, names=names, dtype=dtype,
+                      keep_default_na=False, na_values={n: sorted(NA_TEXT) for n in names if n not in as_text},
                       skipinitialspace=True, encoding="utf-8-sig", low_memory=False, index_col=False)
 
 
@@ -177,7 +187,8 @@ def _stripped(table: Table, text: tuple[str, ...], categories: tuple[str, ...] =
     factorizes codes, not text: stream.py)."""
     frame = table.frame
     for name in frame.columns:
-        if name in text or frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name]):
+        if (name in text or name in categories or frame[name].dtype == object
+                or pd.api.types.is_string_dtype(frame[name])):
             codes, uniques = pd.factorize(frame[name], use_na_sentinel=True)
             stripped = pd.Index(uniques.astype(str)).str.strip()
             same = stripped.equals(pd.Index(uniques.astype(str)))
@@ -311,7 +322,7 @@ def _parse_times(path: Path, frame: pd.DataFrame, time_col: str, dayfirst: bool 
     if (codes < 0).any():
         raise LstmcastError(f"{_at(path, column.index[codes < 0][0])}, column '{time_col}': "
                             f"empty timestamp; every row needs one")
-    if pd.api.types.is_numeric_dtype(column):
+    if _numbers(column):
         raise LstmcastError(f"{path}, column '{time_col}': holds numbers, not timestamps; write dates "
                             f"such as 2024-01-31 (a year 2024 as 2024-01-01), or pass --time-col")
     # Row of each distinct text's first use: factorize numbers them in order of first use, so
@@ -364,6 +375,16 @@ def _parse_times(path: Path, frame: pd.DataFrame, time_col: str, dayfirst: bool 
             distinct = wall.tz_localize(None).tz_localize(zone)
             zone = None
     return pd.Series(distinct[codes], index=column.index), zone, dayfirst
+
+
+def _numbers(column: pd.Series) -> bool:
+    """Whether a column holds numbers only: typed so, or a Categorical of text (a CSV's time column,
+    parsed straight into codes) every distinct value of which reads as a number."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        categories = column.cat.categories
+        return len(categories) > 0 and bool(pd.to_numeric(pd.Series(categories.astype(str)).str.strip(),
+                                                           errors="coerce").notna().all())
+    return pd.api.types.is_numeric_dtype(column)
 
 
 def _offset_seconds(offsets: pd.Series) -> pd.Series:

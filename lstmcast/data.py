@@ -214,7 +214,7 @@ def resolve_frequency(path: Path, times: pd.DatetimeIndex, codes: np.ndarray, id
             freq = timegrid.parse_freq(given)
         except timegrid.FreqError as exc:
             raise LstmcastError(f"config key 'data.freq' / --freq: {exc}") from None
-        pos = timegrid.positions(freq, wall, wall.take(timegrid.start_rows(codes)))
+        pos = gridinfer.Rows(wall, codes).positions(freq)
         if (pos >= 0).all():
             if found is not None:
                 found["positions"] = pos
@@ -342,8 +342,10 @@ def read_series(path: str | Path | pd.DataFrame, *, id_col: str | None = None, t
     """
     given = path if isinstance(path, pd.DataFrame) else None
     path = FrameName(name) if given is not None else Path(path)
-    # The id column as a Categorical: its text is factorized once (stripping it), not again by _long_table.
-    table = _read_table(path, (id_col or DEFAULT_ID,), given, categories=(id_col or DEFAULT_ID,))
+    # The id and time columns as Categoricals: their text is held and stripped once per distinct
+    # value (a CSV's parsed straight into codes), and _long_table reads the codes.
+    table = _read_table(path, (id_col or DEFAULT_ID,), given,
+                        categories=(id_col or DEFAULT_ID, time_col or DEFAULT_TIME))
     return series_from_table(path, table, id_col=id_col, time_col=time_col, target=target, fill=fill,
                              expected_freq=expected_freq, covariates=covariates, freq=freq, dayfirst=dayfirst)
 

@@ -41,7 +41,7 @@ def batches(path: Path, text: tuple[str, ...], rows: int | None = None,
         raise LstmcastError(f"{path}: file not found")
     if not by_rows(path) and not path.is_file():
         raise LstmcastError(f"{path}: not a file")
-    parts = _parquet_batches(path, text, rows) if by_rows(path) else _csv_batches(path, text, rows)
+    parts = _parquet_batches(path, text, rows) if by_rows(path) else _csv_batches(path, text, rows, categories)
     empty = True
     for table in parts:
         if len(table.frame) == 0:
@@ -52,10 +52,13 @@ def batches(path: Path, text: tuple[str, ...], rows: int | None = None,
         raise LstmcastError(f"{path}: no data rows" + ("" if by_rows(path) else " below the header"))
 
 
-def _csv_batches(path: Path, text: tuple[str, ...], rows: int) -> Iterator[Table]:
+def _csv_batches(path: Path, text: tuple[str, ...], rows: int, categories: tuple[str, ...] = ()) -> Iterator[Table]:
+    """`rows` rows at a time, the `categories` columns parsed straight into Categoricals, each part
+    in pandas' blocks (low_memory: faster; a value column typed as numbers in one block and text in
+    another comes as objects, which csvread's parsing reads alike, as it does across parts)."""
     with _csv_errors(path):
-        skip, options = csv_options(path, text)
-        reader = pd.read_csv(path, chunksize=rows, **options)
+        skip, options = csv_options(path, text, categories)
+        reader = pd.read_csv(path, chunksize=rows, **{**options, "low_memory": True})
     line = skip   # index of the next row: _line(index) is its line in the file
     with reader:
         while True:

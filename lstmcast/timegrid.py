@@ -209,6 +209,15 @@ class WallTimes:
     def of(cls, times) -> WallTimes:
         return times if isinstance(times, WallTimes) else cls(times)
 
+    def distinct(self) -> tuple[np.ndarray, WallTimes] | None:
+        """(each row's code, the distinct times as a WallTimes) when the rows repeat few times (a
+        quarter of the rows at most, 65,536 rows or more); None otherwise."""
+        if self._parent is not None:
+            return None
+        if not self._factorized:
+            self._factorize()
+        return None if self._codes is None else (self._codes, WallTimes(self._unique))
+
     def take(self, rows: np.ndarray) -> WallTimes:
         """These times at `rows`, their fields gathered from this one's."""
         return WallTimes(None, self, rows)

@@ -298,3 +298,75 @@ def test_day_month_order_learnt_at_train_is_used_at_predict(tmp_path):
     result = cli("predict", later, "--model", run, "--out", out, "-q")
     assert result.exit_code == 0, result.output
     assert pd.read_csv(out)["ds"].tolist() == ["2021-02-11", "2021-02-12"]
+
+
+# ---------------------------------------------------------------------------------------------
+# frequency inference over distinct times (large files) equals the row-by-row inference
+
+
+def _many(times: pd.DatetimeIndex, n_series: int = 7_000) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """n_series series cut from `times` (each from a different start, every third with a gap),
+    sorted by (series, time): more than 65,536 rows over a few dozen distinct times."""
+    parts, codes = [], []
+    for k in range(n_series):
+        part = times[k % 20: k % 20 + 12]
+        part = part.delete(5) if k % 3 == 0 else part
+        parts.append(part.asi8)
+        codes.append(np.full(len(part), k))
+    return pd.DatetimeIndex(np.concatenate(parts)), np.concatenate(codes)
+
+
+@pytest.mark.parametrize("times, names", [pytest.param(_grid(c[1][0], c[1].freqstr or pd.infer_freq(c[1]), 40)
+                                                       if c[0] != "mid-month" else
+                                                       _grid("2020-01-01", "MS", 40) + pd.Timedelta(days=14),
+                                                       [c[2]], id=c[0]) for c in CALENDARS]
+                         + [pytest.param(pd.DatetimeIndex([t + pd.Timedelta(weeks=w) for w in range(10) for t in
+                                                           _grid("2021-01-04", "D", 4)]), ["B"], id="mon-thu")])
+def test_inference_over_distinct_times_equals_row_by_row(monkeypatch, times, names):
+    """Mon-Thu weeks: D and B both hold every time, B misses fewer (the Fridays): D is not checked
+    row by row."""
+    from lstmcast import gridinfer
+    times, codes = _many(times)
+    n = int(codes[-1]) + 1
+    wall = timegrid.WallTimes(times)
+    assert len(times) >= 65_536 and wall.distinct() is not None   # the distinct-times path
+    checked = []
+    fit = gridinfer.fit
+    monkeypatch.setattr(gridinfer, "fit", lambda c, *args: checked.append(c) or fit(c, *args))
+    fits, tried = gridinfer.infer(wall, codes, n)
+    monkeypatch.setattr(gridinfer, "fit", fit)
+    assert [f.freq.name for f in fits] == names
+    # Every candidate checked row by row, none skipped: the same best fits, positions and all.
+    every = {c: gridinfer.fit(c, gridinfer.Rows(wall, codes), n) for c in tried}
+    best = min(f.missing for f in every.values() if f is not None)
+    assert [(f.freq, f.missing) for f in fits] == [(c, f.missing) for c, f in every.items()
+                                                   if f is not None and f.missing == best]
+    # Row by row infer checked only the candidates that could be among the best.
+    assert all(every[c] is None or every[c].missing == best for c in checked)
+    if names == ["B"]:
+        assert timegrid.parse_freq("D") in tried and timegrid.parse_freq("D") not in checked
+    # The same inference over every row (no distinct times): the same candidates and fits.
+    monkeypatch.setattr(timegrid.WallTimes, "distinct", lambda self: None)
+    row_fits, row_tried = gridinfer.infer(timegrid.WallTimes(times), codes, n)
+    assert row_tried == tried
+    assert [(f.freq, f.missing) for f in row_fits] == [(f.freq, f.missing) for f in fits]
+    for a, b in zip(row_fits, fits):
+        np.testing.assert_array_equal(a.positions, b.positions)
+
+
+def test_a_column_typed_differently_in_two_blocks_is_read_whole(tmp_path):
+    """pandas parses a large CSV in blocks (262,144 rows of 3 columns) and types each column per
+    block: a column of numbers in the first block and text in the second is read again in one
+    piece, so that each of its values is text, as in a small file."""
+    from lstmcast.csvread import _read_table
+    n = 300_000
+    kind = np.where(np.arange(n) < 280_000, "7", "a")
+    frame = pd.DataFrame({"unique_id": "s", "ds": "2021-01-01", "kind": kind})
+    path = tmp_path / "mixed.csv"
+    frame.to_csv(path, index=False)
+    read = _read_table(path, ("unique_id",)).frame
+    assert read["kind"].map(type).eq(str).all()
+    assert read["kind"].tolist() == kind.tolist()
+    frame["kind"] = np.arange(n) * 0.5   # numbers in every block: one float column, no second read
+    frame.to_csv(path, index=False)
+    assert _read_table(path, ("unique_id",)).frame["kind"].dtype == np.float64
