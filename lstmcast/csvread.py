@@ -187,8 +187,8 @@ def _stripped(table: Table, text: tuple[str, ...], categories: tuple[str, ...] =
     factorizes codes, not text: stream.py)."""
     frame = table.frame
     for name in frame.columns:
-        if (name in text or name in categories or frame[name].dtype == object
-                or pd.api.types.is_string_dtype(frame[name])):
+        if (name in text or frame[name].dtype == object or pd.api.types.is_string_dtype(frame[name])
+                or (name in categories and isinstance(frame[name].dtype, pd.CategoricalDtype))):
             codes, uniques = pd.factorize(frame[name], use_na_sentinel=True)
             stripped = pd.Index(uniques.astype(str)).str.strip()
             same = stripped.equals(pd.Index(uniques.astype(str)))

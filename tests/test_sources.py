@@ -50,6 +50,21 @@ def test_typed_columns_read_as_text_would(frame, tmp_path):
     same(series, read_series(typed))
 
 
+def test_only_text_becomes_categories(frame, tmp_path):
+    """The id and time columns are read as Categoricals of their text (a CSV's parsed straight into
+    codes); a typed timestamp column (here with its zone) is read as it is, not as text."""
+    from lstmcast.columnar import FrameName
+    from lstmcast.csvread import _read_table
+    zoned = frame.assign(ds=pd.to_datetime(frame["ds"]).dt.tz_localize("Europe/Paris"))
+    read = _read_table(FrameName("zoned"), ("unique_id",), zoned, categories=("unique_id", "ds")).frame
+    assert read["ds"].dtype == zoned["ds"].dtype and isinstance(read["unique_id"].dtype, pd.CategoricalDtype)
+    frame.to_csv(tmp_path / "text.csv", index=False)
+    read = _read_table(tmp_path / "text.csv", ("unique_id",), categories=("unique_id", "ds")).frame
+    assert all(isinstance(read[c].dtype, pd.CategoricalDtype) for c in ("unique_id", "ds"))
+    assert read["ds"].astype(str).tolist() == frame["ds"].astype(str).tolist()
+    assert read_series(zoned).starts[0] == pd.Timestamp("2017-01-01", tz="Europe/Paris")
+
+
 def test_the_callers_frame_is_not_changed(frame):
     before = frame.copy()
     padded = frame.rename(columns={"y": " y "})
