@@ -370,3 +370,13 @@ def test_a_column_typed_differently_in_two_blocks_is_read_whole(tmp_path):
     frame["kind"] = np.arange(n) * 0.5   # numbers in every block: one float column, no second read
     frame.to_csv(path, index=False)
     assert _read_table(path, ("unique_id",)).frame["kind"].dtype == np.float64
+
+
+def test_a_time_column_of_numbers_is_named(tmp_path):
+    """The time column is parsed as a Categorical of its text: one of numbers only is still told
+    apart from dates (an integer step index, or a year written alone)."""
+    for times in (range(1, 9), [2017 + i for i in range(8)]):
+        path = write(tmp_path, single(list(times)))
+        result = cli("train", path, "--out", tmp_path / "run", *FAST)
+        error_line(result, str(path), "column 'ds'", "holds numbers, not timestamps")
+        assert not (tmp_path / "run").exists()
