@@ -48,9 +48,11 @@ def _parquet_files(path: Path) -> list[Path]:
     return files
 
 
-def _read_parquet(path: Path, text: tuple[str, ...]) -> pd.DataFrame:
+def _read_parquet(path: Path, text: tuple[str, ...], categories: tuple[str, ...] = ()) -> pd.DataFrame:
     """A Parquet file, or a folder of them read as one table (files in name order, rows
-    numbered on from one file to the next); needs pyarrow (the `parquet` extra)."""
+    numbered on from one file to the next); needs pyarrow (the `parquet` extra). Text columns
+    named in `categories` are read as pandas Categoricals (pyarrow's dictionary arrays: one Python
+    string per distinct value, not one per row)."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -59,7 +61,7 @@ def _read_parquet(path: Path, text: tuple[str, ...]) -> pd.DataFrame:
     frames = []
     for file in _parquet_files(path):
         try:
-            frames.append(pq.read_table(file).to_pandas())
+            frames.append(pq.read_table(file, read_dictionary=list(categories)).to_pandas())
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
             raise LstmcastError(f"{file}: not a readable Parquet file ({str(exc).strip()})") from None
     names = [list(f.columns) for f in frames]
@@ -67,8 +69,22 @@ def _read_parquet(path: Path, text: tuple[str, ...]) -> pd.DataFrame:
         other = next(i for i, n in enumerate(names) if n != names[0])
         raise LstmcastError(f"{_parquet_files(path)[other]}: its columns differ from "
                             f"{_parquet_files(path)[0].name}'s; every file of the folder needs the same columns")
-    frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    return _frame_copy(path, frame, text, copy=False)
+    return _frame_copy(path, concat_frames(frames), text, copy=False)
+
+
+def concat_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The rows of `frames` (the same columns) in order, rows numbered 0..; a column that is a
+    Categorical in every frame stays one (of the union of their categories, in order of first
+    use), where pandas would make it objects."""
+    if len(frames) == 1:
+        return frames[0].reset_index(drop=True)
+    out = pd.concat(frames, ignore_index=True)
+    for name in out.columns:
+        parts = [f[name] for f in frames]
+        if all(isinstance(p.dtype, pd.CategoricalDtype) for p in parts) and \
+                not isinstance(out[name].dtype, pd.CategoricalDtype):
+            out[name] = pd.api.types.union_categoricals([p.array for p in parts], sort_categories=False)
+    return out
 
 
 def _read_netcdf(path: Path, text: tuple[str, ...]) -> pd.DataFrame:
@@ -106,9 +122,16 @@ def _frame_copy(path, frame: pd.DataFrame, text: tuple[str, ...], copy: bool = T
     frame.index = pd.RangeIndex(len(frame))
     for name in names:
         column = frame[name]
+        coded = isinstance(column.dtype, pd.CategoricalDtype)
         if name in text:
-            if not (column.dtype == object or pd.api.types.is_string_dtype(column)):
+            if coded:   # its categories as text, each once (ids of 1 and 1.0 would be one: then per row)
+                labels = column.cat.categories
+                if not (labels.dtype == object or pd.api.types.is_string_dtype(labels)):
+                    text_labels = labels.astype(str)
+                    frame[name] = (column.cat.rename_categories(text_labels) if text_labels.is_unique
+                                   else column.astype(str).where(column.notna()))
+            elif not (column.dtype == object or pd.api.types.is_string_dtype(column)):
                 frame[name] = column.astype(str).where(column.notna())
-        elif column.dtype == object or pd.api.types.is_string_dtype(column):
+        elif coded or column.dtype == object or pd.api.types.is_string_dtype(column):
             frame[name] = column.where(~column.isin(NA_TEXT))
     return frame

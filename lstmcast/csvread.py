@@ -107,7 +107,7 @@ def _read_table(path, text: tuple[str, ...] = (), frame: pd.DataFrame | None = N
         if path.suffix.lower() in NETCDF_SUFFIXES:
             table = Table(_read_netcdf(path, text))
         elif by_rows(path):
-            table = Table(_read_parquet(path, text))
+            table = Table(_read_parquet(path, text, categories))
         else:
             if not path.is_file():
                 raise LstmcastError(f"{path}: not a file")

@@ -41,7 +41,8 @@ def batches(path: Path, text: tuple[str, ...], rows: int | None = None,
         raise LstmcastError(f"{path}: file not found")
     if not by_rows(path) and not path.is_file():
         raise LstmcastError(f"{path}: not a file")
-    parts = _parquet_batches(path, text, rows) if by_rows(path) else _csv_batches(path, text, rows, categories)
+    parts = (_parquet_batches(path, text, rows, categories) if by_rows(path) else
+             _csv_batches(path, text, rows, categories))
     empty = True
     for table in parts:
         if len(table.frame) == 0:
@@ -72,7 +73,9 @@ def _csv_batches(path: Path, text: tuple[str, ...], rows: int, categories: tuple
             yield Table(frame, skip)
 
 
-def _parquet_batches(path: Path, text: tuple[str, ...], rows: int) -> Iterator[Table]:
+def _parquet_batches(path: Path, text: tuple[str, ...], rows: int, categories: tuple[str, ...] = ()
+                     ) -> Iterator[Table]:
+    """`rows` rows at a time, the text columns in `categories` read as dictionaries (Categoricals)."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -83,7 +86,7 @@ def _parquet_batches(path: Path, text: tuple[str, ...], rows: int) -> Iterator[T
     for file in files:
         try:
             # pre_buffer (pyarrow's default) keeps what it read ahead: memory grew with the file.
-            parts = pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 22)
+            parts = pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 22, read_dictionary=list(categories))
             names = list(parts.schema_arrow.names)
             pieces = parts.iter_batches(batch_size=rows)
         except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError

@@ -65,6 +65,24 @@ def test_only_text_becomes_categories(frame, tmp_path):
     assert read_series(zoned).starts[0] == pd.Timestamp("2017-01-01", tz="Europe/Paris")
 
 
+def test_parquet_text_columns_are_read_as_dictionaries(frame, tmp_path):
+    """Parquet ids and text timestamps come as Categoricals straight from pyarrow's dictionaries,
+    across the files of a folder too (the union of their categories, in order of first use)."""
+    from lstmcast.csvread import _read_table
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    text = frame.assign(ds=frame["ds"].astype(str))
+    text.iloc[:500].to_parquet(folder / "a.parquet")
+    text.iloc[500:].to_parquet(folder / "b.parquet")
+    read = _read_table(folder, ("unique_id",), categories=("unique_id", "ds")).frame
+    for name in ("unique_id", "ds"):
+        assert isinstance(read[name].dtype, pd.CategoricalDtype), name
+        assert read[name].astype(str).tolist() == text[name].tolist()
+    numbered = frame.assign(unique_id=frame["unique_id"].str.replace("store_", "").astype(int))
+    numbered.to_parquet(tmp_path / "numbered.parquet")
+    assert read_series(tmp_path / "numbered.parquet").ids[:2] == ["1", "2"]
+
+
 def test_the_callers_frame_is_not_changed(frame):
     before = frame.copy()
     padded = frame.rename(columns={"y": " y "})
