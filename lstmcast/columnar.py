@@ -124,7 +124,7 @@ def _frame_copy(path, frame: pd.DataFrame, text: tuple[str, ...], copy: bool = T
         column = frame[name]
         coded = isinstance(column.dtype, pd.CategoricalDtype)
         if name in text:
-            if coded:   # its categories as text, each once (ids of 1 and 1.0 would be one: then per row)
+            if coded:   # its categories as text, each once (two with one text, 1 and '1': then per row)
                 labels = column.cat.categories
                 if not (labels.dtype == object or pd.api.types.is_string_dtype(labels)):
                     text_labels = labels.astype(str)
