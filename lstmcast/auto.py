@@ -23,8 +23,8 @@ on the validation part (the horizon before the scored one), never on the scored 
 - one refit epoch with the latest horizon when that horizon is a large part of the history;
 - batch size and epoch size from the number of windows (enough optimizer steps per epoch, and
   epochs that do not grow with the data);
-- patience from the steps an epoch, longer with fewer than FEW_SERIES series (early stopping then
-  judges a handful of windows, a noisy loss).
+- patience from the steps an epoch: 3 epochs of 200 or more steps, else 10 (an epoch of fewer
+  steps trains little, and with a handful of series early stopping judges a noisy loss).
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ HORIZONS = {"yearly": 6, "quarterly": 8, "monthly": 18, "weekly": 13, "daily": 1
 MEMBERS = 12               # ensemble members of the automatic recipe (the time budget may train fewer)
 STEPS_PER_EPOCH = 300      # an epoch is at most this many optimizer steps (windows sampled per epoch)
 MIN_STEPS_PER_EPOCH = 60   # the batch shrinks (to 16 at the least) until an epoch has this many steps
-FEW_SERIES = 30            # early stopping reads one window per series: with fewer, its loss is noisy
 
 
 @dataclass(frozen=True)
@@ -220,13 +219,8 @@ def choose(facts: Facts, given: set[str], horizon: int | None = None,
         pick("train.windows_per_epoch", per_epoch,
              f"{STEPS_PER_EPOCH} steps of {batch}, sampled anew each epoch: epochs do not grow with the data")
         steps = STEPS_PER_EPOCH
-    patience = 3 if steps >= 200 else 5 if steps >= 60 else 10
-    why_patience = f"{steps} steps an epoch"
-    if patience == 5 and facts.n_series < FEW_SERIES:
-        patience = 10
-        why_patience += (f", but early stopping judges {facts.n_series} series' windows: a noisy loss, so more "
-                         "patience")
-    pick("train.patience", patience, why_patience)
+    patience = 3 if steps >= 200 else 10
+    pick("train.patience", patience, f"{steps} steps an epoch")
     pick("train.lr_patience", max(patience // 3, 1), f"a third of patience {patience}")
     share = 100 * horizon / facts.median_length
     if share >= 10:
