@@ -311,7 +311,7 @@ def _many(times: pd.DatetimeIndex, n_series: int = 7_000) -> tuple[pd.DatetimeIn
     for k in range(n_series):
         part = times[k % 20: k % 20 + 12]
         part = part.delete(5) if k % 3 == 0 else part
-        parts.append(part.asi8)
+        parts.append(part.as_unit("ns").asi8)   # pandas 3 makes date ranges in microseconds
         codes.append(np.full(len(part), k))
     return pd.DatetimeIndex(np.concatenate(parts)), np.concatenate(codes)
 
