@@ -39,6 +39,9 @@ DEFAULT_ID, DEFAULT_TIME, DEFAULT_TARGET = "unique_id", "ds", "y"
 # parsed as text and made Categoricals after (_stripped). pandas 2 makes a Python string per cell:
 # there parsing them straight into Categoricals is the faster (1.9 s against 3.1 s).
 ARROW_TEXT = getattr(pd.Series(["a"]).dtype, "storage", None) == "pyarrow"
+# pandas 3 (whose text is pyarrow's) reads numbers as pyarrow does: there pyarrow's multithreaded
+# CSV reader reads what it can read as pandas would (arrowcsv.py), about three times faster.
+ARROW_CSV = ARROW_TEXT
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,10 @@ def _read_csv(path: Path, text: tuple[str, ...], categories: tuple[str, ...] = (
     one piece, so that every value of that column is typed alike, as a whole read types it."""
     with _csv_errors(path):
         skip, options = csv_options(path, text, categories)
+        frame = _arrow_read(path, skip, options, text, categories) if ARROW_CSV else None
+        if frame is not None:
+            frame.index = pd.RangeIndex(skip, skip + len(frame))
+            return Table(frame, skip)
         with warnings.catch_warnings(record=True) as seen, np.errstate(all="ignore"):  # overflow
             warnings.simplefilter("always")
             frame = pd.read_csv(path, **{**options, "low_memory": True})
@@ -139,6 +146,37 @@ def _read_csv(path: Path, text: tuple[str, ...], categories: tuple[str, ...] = (
                 frame = pd.read_csv(path, **options)
     frame.index = pd.RangeIndex(skip, skip + len(frame))  # so that _line(index) is the file's line
     return Table(frame, skip)
+
+
+def data_start(path: Path, skip: int) -> int | None:
+    """The byte offset of the first row below the header (`skip` lines above it), or None when a
+    line up to the header holds a quote (a header cell with a line break would end elsewhere)."""
+    with open(path, "rb") as handle:
+        for _ in range(skip + 1):
+            line = handle.readline()
+            if b'"' in line:
+                return None
+        return handle.tell()
+
+
+def _arrow_read(path: Path, skip: int, options: dict, text: tuple[str, ...], categories: tuple[str, ...]
+                ) -> pd.DataFrame | None:
+    """The whole CSV read by pyarrow as pandas reads it (arrowcsv), or None: pandas reads it."""
+    from . import arrowcsv
+    start = data_start(path, skip)
+    if start is None:
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        head = handle.read(arrowcsv.PROBE_BYTES)
+    if len(head) == arrowcsv.PROBE_BYTES:
+        head = head[:max(arrowcsv.row_end(head), 0)]
+    names = options["names"]
+    kind = arrowcsv.kinds(head, names, options["sep"], text) if head else None
+    if kind is None:
+        return None
+    return arrowcsv.read(str(path), names, options["sep"], skip + 1, kind,
+                         tuple(n for n in categories if n in names), tuple(n for n in text if n in names))
 
 
 def csv_options(path: Path, text: tuple[str, ...], categories: tuple[str, ...] = ()) -> tuple[int, dict]:

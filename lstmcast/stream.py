@@ -12,6 +12,7 @@ TimeFormat keeps a part's timestamps written as the whole table's would be.
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import timegrid
+from . import arrowcsv, csvread, timegrid
 from .columnar import _frame_copy, _parquet_files, by_rows
-from .csvread import Table, _csv_errors, _other, _stripped, csv_options
+from .csvread import Table, _csv_errors, _other, _stripped, csv_options, data_start
 from .errors import LstmcastError
 
 READ_ROWS = 1 << 20   # rows read at a time (a CSV chunk, a Parquet batch)
+READ_BYTES = 1 << 25  # a CSV's bytes read at a time by pyarrow (csvread.ARROW_CSV)
 
 
 class NotStreamable(Exception):
@@ -59,6 +61,11 @@ def _csv_batches(path: Path, text: tuple[str, ...], rows: int, categories: tuple
     another comes as objects, which csvread's parsing reads alike, as it does across parts)."""
     with _csv_errors(path):
         skip, options = csv_options(path, text, categories)
+        start = data_start(path, skip) if csvread.ARROW_CSV else None
+    if start is not None:
+        yield from _arrow_batches(path, text, rows, categories, skip, options, start)
+        return
+    with _csv_errors(path):
         reader = pd.read_csv(path, chunksize=rows, **{**options, "low_memory": True})
     line = skip   # index of the next row: _line(index) is its line in the file
     with reader:
@@ -71,6 +78,53 @@ def _csv_batches(path: Path, text: tuple[str, ...], rows: int, categories: tuple
             frame.index = pd.RangeIndex(line, line + len(frame))
             line += len(frame)
             yield Table(frame, skip)
+
+
+def _arrow_batches(path: Path, text: tuple[str, ...], rows: int, categories: tuple[str, ...], skip: int,
+                   options: dict, start: int) -> Iterator[Table]:
+    """`rows` rows at a time from parts of READ_BYTES of whole rows (csvread.ARROW_CSV), each
+    part read by pyarrow as pandas reads it (arrowcsv, the columns typed on the file's first rows)
+    or, where that declines, by pandas, as _csv_batches reads a part."""
+    names, sep = options["names"], options["sep"]
+    dictionary = tuple(n for n in categories if n in names)
+    keep = tuple(n for n in text if n in names)
+    kind: dict | None = None
+    line = skip   # index of the next row: _line(index) is its line in the file
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        carry = b""
+        while True:
+            more = handle.read(READ_BYTES)
+            block = carry + more
+            cut = arrowcsv.row_end(block) if more else len(block)
+            if cut <= 0 and more:   # no whole row yet: read on
+                carry = block
+                continue
+            part, carry = block[:cut], block[cut:]
+            if not part:
+                return
+            if kind is None:
+                head = part[:arrowcsv.PROBE_BYTES]
+                kind = arrowcsv.kinds(head[:max(arrowcsv.row_end(head), 0)] if len(head) < len(part) else head,
+                                      names, sep, text) or {}
+            frame = arrowcsv.read(_buffer(part), names, sep, 0, kind, dictionary, keep) if kind else None
+            if frame is None:
+                with _csv_errors(path), warnings.catch_warnings(), np.errstate(all="ignore"):
+                    warnings.simplefilter("ignore")   # DtypeWarning, overflow
+                    frame = pd.read_csv(io.BytesIO(part), **{**options, "skiprows": 0, "encoding": "utf-8",
+                                                             "low_memory": True})
+            for lo in range(0, len(frame), rows):
+                piece = frame if len(frame) <= rows else frame.iloc[lo:lo + rows].copy(deep=False)
+                piece.index = pd.RangeIndex(line, line + len(piece))
+                line += len(piece)
+                yield Table(piece, skip)
+            if not more:
+                return
+
+
+def _buffer(data: bytes):
+    import pyarrow as pa
+    return pa.py_buffer(data)
 
 
 def _parquet_batches(path: Path, text: tuple[str, ...], rows: int, categories: tuple[str, ...] = ()
