@@ -36,13 +36,14 @@ PROBE_BYTES = 1 << 20    # the first rows pyarrow types the columns on
 BLOCK_BYTES = 1 << 22    # pyarrow's parse block: each of its threads parses one at a time
 
 
-def row_end(data: bytes, quoted: bool = False) -> int:
-    """The index just past the last line break of `data` outside quotes (-1: none), `data`
+def row_end(data: bytes | bytearray, end: int | None = None) -> int:
+    """The index just past the last line break of data[:end] outside quotes (-1: none), `data`
     starting at the beginning of a row. A quote character opens and closes a quoted cell
     ("" inside one closes and opens it again), so a break is outside quotes where the number of
     quote characters before it is even."""
-    cut = data.rfind(b"\n")
-    if b'"' not in data:
+    end = len(data) if end is None else end
+    cut = data.rfind(b"\n", 0, end)
+    if data.find(b'"', 0, end) < 0:
         return cut + 1 if cut >= 0 else -1
     while cut >= 0 and data.count(b'"', 0, cut) % 2:
         cut = data.rfind(b"\n", 0, cut)

@@ -94,17 +94,21 @@ def _arrow_batches(path: Path, text: tuple[str, ...], rows: int, categories: tup
         handle.seek(start)
         carry = b""
         while True:
-            more = handle.read(READ_BYTES)
-            block = carry + more
-            cut = arrowcsv.row_end(block) if more else len(block)
+            # The bytes read after the rows carried over, in one buffer, and handed on as views
+            # (copies of 32 MB blocks were about 0.3 s at 100,000 series).
+            block = bytearray(len(carry) + READ_BYTES)
+            block[:len(carry)] = carry
+            more = handle.readinto(memoryview(block)[len(carry):])
+            end = len(carry) + more
+            cut = arrowcsv.row_end(block, end) if more else end
             if cut <= 0 and more:   # no whole row yet: read on
-                carry = block
+                carry = bytes(block[:end])
                 continue
-            part, carry = block[:cut], block[cut:]
-            if not part:
+            part, carry = memoryview(block)[:cut], bytes(block[cut:end])
+            if not len(part):
                 return
             if kind is None:
-                head = part[:arrowcsv.PROBE_BYTES]
+                head = bytes(part[:arrowcsv.PROBE_BYTES])
                 kind = arrowcsv.kinds(head[:max(arrowcsv.row_end(head), 0)] if len(head) < len(part) else head,
                                       names, sep, text) or {}
             frame = arrowcsv.read(_buffer(part), names, sep, 0, kind, dictionary, keep) if kind else None
