@@ -50,6 +50,15 @@ DECLINED = {
 }
 
 
+@pytest.fixture
+def taken(monkeypatch) -> list:
+    """What each arrowcsv.read returned (None: declined)."""
+    results = []
+    real = arrowcsv.read
+    monkeypatch.setattr(arrowcsv, "read", lambda *a, **k: results.append(real(*a, **k)) or results[-1])
+    return results
+
+
 def write(tmp_path, name: str, content) -> object:
     path = tmp_path / f"{name.replace(' ', '_')}.csv"
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
@@ -78,22 +87,16 @@ def assert_same(a: pd.DataFrame, b: pd.DataFrame, floats: bool = True) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(SAME))
-def test_pyarrow_reads_what_pandas_reads(tmp_path, monkeypatch, name):
+def test_pyarrow_reads_what_pandas_reads(tmp_path, monkeypatch, taken, name):
     path = write(tmp_path, name, SAME[name])
-    taken = []
-    real = arrowcsv.read
-    monkeypatch.setattr(arrowcsv, "read", lambda *a, **k: taken.append(real(*a, **k)) or taken[-1])
     fast = read(path, True, monkeypatch)
     assert taken and taken[-1] is not None, "pyarrow declined"
     assert_same(fast, read(path, False, monkeypatch))
 
 
 @pytest.mark.parametrize("name", sorted(DECLINED))
-def test_what_pyarrow_reads_otherwise_is_left_to_pandas(tmp_path, monkeypatch, name):
+def test_what_pyarrow_reads_otherwise_is_left_to_pandas(tmp_path, monkeypatch, taken, name):
     path = write(tmp_path, name, DECLINED[name])
-    taken = []
-    real = arrowcsv.read
-    monkeypatch.setattr(arrowcsv, "read", lambda *a, **k: taken.append(real(*a, **k)) or taken[-1])
     monkeypatch.setattr(csvread, "ARROW_CSV", True)
     try:
         fast = read(path, True, monkeypatch)
@@ -146,9 +149,6 @@ def test_row_end_skips_breaks_inside_quotes():
     assert arrowcsv.row_end(b"no break") == -1
 
 
-def test_the_sample_data_is_read_by_pyarrow(monkeypatch):
-    taken = []
-    real = arrowcsv.read
-    monkeypatch.setattr(arrowcsv, "read", lambda *a, **k: taken.append(real(*a, **k)) or taken[-1])
+def test_the_sample_data_is_read_by_pyarrow(monkeypatch, taken):
     assert_same(read(SALES, True, monkeypatch), read(SALES, False, monkeypatch))
     assert len(taken) == 1 and taken[0] is not None
