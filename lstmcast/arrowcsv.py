@@ -127,12 +127,11 @@ def read(source, names: list[str], sep: str, skip_rows: int, kind: dict, diction
             if not len(present):  # every cell missing: pandas' column of NaN
                 columns[name] = pd.Series(np.full(len(column), np.nan))
                 continue
-            if len(present):
-                try:
-                    pc.cast(pc.utf8_trim_whitespace(present), pa.float64())
-                    return None  # every cell a number: pandas types the column as numbers
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                    pass
+            try:
+                pc.cast(pc.utf8_trim_whitespace(present), pa.float64())
+                return None  # every cell a number: pandas types the column as numbers
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
             if pc.any(missing).as_py():
                 column = pc.if_else(missing, pa.scalar(None, pa.string()), column)
             values = column.to_pandas()
