@@ -1,7 +1,8 @@
 """A long table read in parts of whole series, for prediction in bounded memory.
 
 The file is read incrementally (CSV: pandas' chunked reader with the dialect and text options of
-csvread; Parquet: pyarrow's row batches, file after file for a folder); the rows, numbered as the
+csvread, or with pandas 3 blocks of whole rows parsed by pyarrow as pandas would parse them,
+arrowcsv.py; Parquet: pyarrow's row batches, file after file for a folder); the rows, numbered as the
 whole-file read numbers them (CSV lines, Parquet rows), are cut into tables of `chunk_series`
 whole series each, in file order. That needs each series' rows together (files are usually
 grouped by id): when an id turns up again after its rows ended, NotStreamable is raised and the
