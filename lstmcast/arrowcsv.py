@@ -14,8 +14,9 @@ cells:
 - text cells: pandas skips the spaces after a delimiter (skipinitialspace) and then reads quotes;
   pyarrow keeps the spaces, so a cell whose text after its leading spaces begins with a quote is
   declined, and a cell whose text after its leading spaces is in NA_TEXT is missing (outside the
-  id columns, as in pandas). A text column whose every cell reads as a number is declined (pandas
-  would have typed it as numbers); one whose every cell is missing is float64 NaN, as in pandas;
+  id columns, as in pandas). A text column whose every cell reads as a number or as true/false is
+  declined (pandas would have typed it otherwise); one whose every cell is missing is float64
+  NaN, as in pandas;
 - anything pyarrow cannot parse (a row with another number of cells, bytes that are not UTF-8) is
   declined; pandas then reads it, or says what is wrong. Line breaks inside quotes are read as
   pandas reads them (newlines_in_values: its blocks are cut outside quotes, about 0.2 s more on
@@ -32,6 +33,7 @@ import pandas as pd
 
 from .columnar import NA_TEXT
 
+BOOL_TEXT = ["False", "FALSE", "True", "TRUE", "false", "true"]   # pandas' booleans
 PROBE_BYTES = 1 << 20    # the first rows pyarrow types the columns on
 BLOCK_BYTES = 1 << 22    # pyarrow's parse block: each of its threads parses one at a time
 
@@ -109,6 +111,8 @@ def read(source, names: list[str], sep: str, skip_rows: int, kind: dict, diction
                     codes = values.cat.codes.to_numpy().copy()
                     codes[(codes >= 0) & missing[np.maximum(codes, 0)]] = -1
                     values = pd.Series(pd.Categorical.from_codes(codes, categories=categories))
+                    if (codes < 0).all():  # every cell missing: pandas' column of NaN
+                        values = pd.Series(np.full(len(codes), np.nan))
             columns[name] = values
         elif types[name] == pa.float64():
             numbers = column.to_numpy()  # missing: NaN
@@ -127,9 +131,13 @@ def read(source, names: list[str], sep: str, skip_rows: int, kind: dict, diction
             if not len(present):  # every cell missing: pandas' column of NaN
                 columns[name] = pd.Series(np.full(len(column), np.nan))
                 continue
+            present = pc.utf8_trim_whitespace(present)
+            words = pc.filter(present, pc.invert(pc.is_in(present, value_set=pa.array(BOOL_TEXT))))
+            if not len(words):
+                return None  # every cell true or false: pandas reads booleans
             try:
-                pc.cast(pc.utf8_trim_whitespace(present), pa.float64())
-                return None  # every cell a number: pandas types the column as numbers
+                pc.cast(words, pa.float64())
+                return None  # every cell a number (or true/false): pandas types the column otherwise
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 pass
             if pc.any(missing).as_py():

@@ -152,3 +152,31 @@ def test_row_end_skips_breaks_inside_quotes():
 def test_the_sample_data_is_read_by_pyarrow(monkeypatch, taken):
     assert_same(read(SALES, True, monkeypatch), read(SALES, False, monkeypatch))
     assert len(taken) == 1 and taken[0] is not None
+
+
+CELLS = ["1", "2.5", "-3e2", "", "NA", " NA", "nan", "NAN", "+nan", "inf", "x", " x", "\t", "\t1", "1 ", " 2",
+         '"3"', ' "a"', "True", "false", "0x1", "1e400", "007", "  ", "N/A", "null", '"a,b"', '""', "é"]
+
+
+@pytest.mark.skipif(not csvread.ARROW_TEXT, reason="with pandas 2 pandas parses every CSV (csvread.ARROW_CSV)")
+def test_random_files_read_alike(tmp_path, monkeypatch, taken):
+    """300 small files of awkward cells: pyarrow's frame, where it reads one, is pandas' frame, and
+    where either raises, both raise the same error."""
+    rng = np.random.default_rng(0)
+    for k in range(300):
+        extra = int(rng.integers(0, 3))
+        lines = ["unique_id,ds,y" + "".join(f",c{j}" for j in range(extra))]
+        for _ in range(int(rng.integers(1, 7))):
+            lines.append(",".join([str(rng.choice(["a", "b", " c", "NA", '"d"', ""])),
+                                   str(rng.choice(["2020-01-01", " 2020-01-02", "NA", "2020-01-03 ", '"2020-01-04"']))]
+                                  + [str(rng.choice(CELLS)) for _ in range(1 + extra)]))
+        path = write(tmp_path, f"random{k}", "\n".join(lines) + "\n")
+        try:
+            fast = read(path, True, monkeypatch)
+        except csvread.LstmcastError as exc:
+            with pytest.raises(csvread.LstmcastError) as again:
+                read(path, False, monkeypatch)
+            assert str(again.value) == str(exc)
+            continue
+        assert_same(fast, read(path, False, monkeypatch), floats=False)
+    assert sum(t is not None for t in taken) >= 60   # pyarrow read a good share of them
