@@ -52,11 +52,17 @@ def row_end(data: bytes | bytearray, end: int | None = None) -> int:
     return cut + 1 if cut >= 0 else -1
 
 
-def kinds(head: bytes, names: list[str], sep: str, text: tuple[str, ...]) -> dict | None:
-    """Column -> "float" or "text" as pyarrow types the rows in `head` (whole rows; the `text`
-    columns are text), or None when a column would be typed otherwise than pandas types it
-    (booleans) or pyarrow cannot read the rows."""
+def kinds(data: bytes, names: list[str], sep: str, text: tuple[str, ...]) -> dict | None:
+    """Column -> "float" or "text" as pyarrow types the first rows of `data` (rows from their
+    start; its first PROBE_BYTES, cut at a row's end, when it holds more; the `text` columns are
+    text), or None when a column would be typed otherwise than pandas types it (booleans) or
+    pyarrow cannot read the rows."""
     import pyarrow as pa
+    head = bytes(data[:PROBE_BYTES])
+    if len(data) > PROBE_BYTES:
+        head = head[:max(row_end(head), 0)]
+    if not head:
+        return None
     table = _parse(pa.py_buffer(head), names, sep, {n: pa.string() for n in text if n in names}, 0)
     if table is None:
         return None
@@ -76,7 +82,7 @@ def kinds(head: bytes, names: list[str], sep: str, text: tuple[str, ...]) -> dic
 
 def read(source, names: list[str], sep: str, skip_rows: int, kind: dict, dictionary: tuple[str, ...],
          keep: tuple[str, ...]) -> pd.DataFrame | None:
-    """The rows of `source` (a path, or a pyarrow buffer of whole rows) below `skip_rows` rows,
+    """The rows of `source` (a path, or bytes of whole rows) below `skip_rows` rows,
     typed by `kind` (kinds()): the frame pandas 3 reads with csvread's options, or None (declined:
     the module's docstring). The `dictionary` columns as Categoricals; the `keep` columns (ids) as
     text, as written, never missing; outside them, text in NA_TEXT (after leading spaces) is
@@ -91,7 +97,7 @@ def read(source, names: list[str], sep: str, skip_rows: int, kind: dict, diction
             types[name] = pa.float64()
         else:
             types[name] = pa.string()
-    table = _parse(source, names, sep, types, skip_rows)
+    table = _parse(source if isinstance(source, str) else pa.py_buffer(source), names, sep, types, skip_rows)
     if table is None or table.column_names != list(names):
         return None
     columns = {}

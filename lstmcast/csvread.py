@@ -168,11 +168,9 @@ def _arrow_read(path: Path, skip: int, options: dict, text: tuple[str, ...], cat
         return None
     with open(path, "rb") as handle:
         handle.seek(start)
-        head = handle.read(arrowcsv.PROBE_BYTES)
-    if len(head) == arrowcsv.PROBE_BYTES:
-        head = head[:max(arrowcsv.row_end(head), 0)]
+        head = handle.read(arrowcsv.PROBE_BYTES + 1)
     names = options["names"]
-    kind = arrowcsv.kinds(head, names, options["sep"], text) if head else None
+    kind = arrowcsv.kinds(head, names, options["sep"], text)
     if kind is None:
         return None
     return arrowcsv.read(str(path), names, options["sep"], skip + 1, kind,

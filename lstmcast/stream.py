@@ -109,10 +109,8 @@ def _arrow_batches(path: Path, text: tuple[str, ...], rows: int, categories: tup
             if not len(part):
                 return
             if kind is None:
-                head = bytes(part[:arrowcsv.PROBE_BYTES])
-                kind = arrowcsv.kinds(head[:max(arrowcsv.row_end(head), 0)] if len(head) < len(part) else head,
-                                      names, sep, text) or {}
-            frame = arrowcsv.read(_buffer(part), names, sep, 0, kind, dictionary, keep) if kind else None
+                kind = arrowcsv.kinds(part[:arrowcsv.PROBE_BYTES + 1], names, sep, text) or {}
+            frame = arrowcsv.read(part, names, sep, 0, kind, dictionary, keep) if kind else None
             if frame is None:
                 with _csv_errors(path), warnings.catch_warnings(), np.errstate(all="ignore"):
                     warnings.simplefilter("ignore")   # DtypeWarning, overflow
@@ -125,11 +123,6 @@ def _arrow_batches(path: Path, text: tuple[str, ...], rows: int, categories: tup
                 yield Table(piece, skip)
             if not more:
                 return
-
-
-def _buffer(data: bytes):
-    import pyarrow as pa
-    return pa.py_buffer(data)
 
 
 def _parquet_batches(path: Path, text: tuple[str, ...], rows: int, categories: tuple[str, ...] = ()

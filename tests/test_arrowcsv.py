@@ -109,7 +109,7 @@ def test_what_pyarrow_reads_otherwise_is_left_to_pandas(tmp_path, monkeypatch, t
     assert all(t is None for t in taken)   # declined by arrowcsv.read, or before it
 
 
-def test_large_numbers_read_as_pandas_3_reads_them(tmp_path, monkeypatch):
+def test_large_numbers_read_as_pandas_3_reads_them(tmp_path, monkeypatch, taken):
     """Shortest round-trip texts (17 digits): pyarrow gives the nearest float64, as Python does."""
     rng = np.random.default_rng(0)
     values = np.concatenate([rng.normal(0, 1e3, 500), rng.lognormal(0, 8, 500)])
@@ -117,6 +117,7 @@ def test_large_numbers_read_as_pandas_3_reads_them(tmp_path, monkeypatch):
                                                      .strftime("%Y-%m-%d"), values))
     path = write(tmp_path, "digits", "unique_id,ds,y\n" + lines)
     assert np.array_equal(read(path, True, monkeypatch)["y"].to_numpy(), values)
+    assert len(taken) == 1 and taken[0] is not None   # read by pyarrow
 
 
 @pytest.mark.parametrize("size", [40, 97, 1 << 20])
@@ -180,3 +181,16 @@ def test_random_files_read_alike(tmp_path, monkeypatch, taken):
             continue
         assert_same(fast, read(path, False, monkeypatch), floats=False)
     assert sum(t is not None for t in taken) >= 60   # pyarrow read a good share of them
+
+
+def test_columns_are_typed_on_the_first_rows(tmp_path, monkeypatch, taken):
+    """The columns' types come from the first rows (PROBE_BYTES, cut at a row's end); a later cell
+    that does not fit them hands the file to pandas."""
+    monkeypatch.setattr(arrowcsv, "PROBE_BYTES", 40)
+    rows = "".join(f"a,2020-01-{d:02d},{d}.5\n" for d in range(1, 20))
+    clean = write(tmp_path, "clean", "unique_id,ds,y\n" + rows)
+    assert_same(read(clean, True, monkeypatch), read(clean, False, monkeypatch))
+    assert taken[-1] is not None
+    later = write(tmp_path, "later", "unique_id,ds,y\n" + rows + "a,2020-01-20,x\n")
+    assert_same(read(later, True, monkeypatch), read(later, False, monkeypatch), floats=False)
+    assert taken[-1] is None
